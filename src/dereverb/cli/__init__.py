@@ -1,0 +1,61 @@
+"""The ``dereverb`` command: one module per subcommand in this package.
+
+Each command module defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``run(args) -> int``.
+Command modules only turn flags into configs and call one library function; heavy imports happen
+inside ``run`` so ``dereverb --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from ..errors import DereverbError
+
+# Subcommand modules, in the order ``--help`` lists them.
+COMMANDS = ("info",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dereverb", description="Remove reverberation from speech recordings."
+    )
+    parser.add_argument("--version", action="version", version=f"dereverb {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        module = importlib.import_module(f".{name}", __name__)
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except DereverbError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"dereverb: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, permissions, ... raised outside our own checks
+        if args.debug:
+            traceback.print_exc()
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"dereverb: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dereverb: interrupted", file=sys.stderr)
+        return 130
