@@ -1,0 +1,68 @@
+"""Config machinery: dict/YAML round trip, overrides, and clear errors for typos and wrong types."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from dereverb.config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, to_dict
+from dereverb.errors import DereverbError
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    lr: float = 1e-3
+    steps: int = 10
+    name: str = "x"
+    flags: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    stft: StftConfig = StftConfig()
+    inner: Inner = Inner()
+    note: str | None = None
+
+
+def test_round_trip_through_dict():
+    cfg = Outer(inner=Inner(lr=3e-4, flags=("a", "b")), note="hi")
+    assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+def test_int_becomes_float_and_list_becomes_tuple():
+    cfg = from_dict(Inner, {"lr": 1, "flags": ["q"]})
+    assert cfg.lr == 1.0 and isinstance(cfg.lr, float) and cfg.flags == ("q",)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"inner": {"lrr": 1}}, "unknown config key inner.'lrr'"),
+        ({"inner": {"steps": "ten"}}, "'inner.steps' must be an integer"),
+        ({"inner": {"steps": 1.5}}, "'inner.steps' must be an integer"),
+        ({"inner": 3}, "'inner' must be a mapping"),
+        ({"stft": {"n_freq": 999}}, "n_freq"),
+    ],
+)
+def test_bad_configs_fail_with_one_line(data, message):
+    with pytest.raises(DereverbError) as e:
+        from_dict(Outer, data)
+    assert message in str(e.value)
+
+
+def test_overrides_and_yaml(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("inner:\n  lr: 0.01\n")
+    data = apply_overrides(load_yaml(path), ["inner.steps=5", "stft.n_fft=1024", "note=hello"])
+    cfg = from_dict(Outer, data)
+    assert (cfg.inner.lr, cfg.inner.steps, cfg.stft.n_fft, cfg.note) == (0.01, 5, 1024, "hello")
+    with pytest.raises(DereverbError, match="KEY=VALUE"):
+        apply_overrides({}, ["oops"])
+    with pytest.raises(DereverbError, match="not found"):
+        load_yaml(tmp_path / "missing.yaml")
+
+
+def test_feature_config_validates():
+    with pytest.raises(DereverbError, match="compression"):
+        FeatureConfig(compression="mel")
