@@ -1,0 +1,150 @@
+"""Self-describing model files and training resume state.
+
+A model file is one safetensors file: the :class:`~dereverb.model.DereverbModel` weights and the
+normaliser statistics as tensors, and in the safetensors metadata a JSON document
+(``format_version``, the ``StftConfig``, ``FeatureConfig`` and ``ModelConfig``, ``step``,
+``metrics`` and whatever else the caller adds).  That file alone rebuilds the model for inference.
+Loading never unpickles anything.
+
+The resume state (optimizer, step, RNG state, ...) is a separate file read with
+``torch.load(weights_only=True)``, so it cannot run code either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .audio import atomic_path
+from .config import FeatureConfig, StftConfig, from_dict, to_dict
+from .errors import DereverbError
+from .model import DereverbModel, ModelConfig
+
+FORMAT_VERSION = 1
+META_KEY = "dereverb"
+SUFFIX = ".safetensors"
+# Names inside a run folder, in the order :func:`resolve` tries them.
+RUN_FILES = ("best.safetensors", "last.safetensors")
+
+
+def save(path: str | Path, model: DereverbModel, meta: dict[str, Any] | None = None) -> None:
+    """Write ``model`` (weights, normaliser, configs) and ``meta`` (JSON-safe) to ``path`` atomically."""
+    path = Path(path)
+    doc = {
+        **(meta or {}),
+        "format_version": FORMAT_VERSION,
+        "stft": to_dict(model.stft_config),
+        "features": to_dict(model.feature_config),
+        "model": to_dict(model.model_config),
+    }
+    tensors = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+               for k, v in model.state_dict().items()}
+    doc["sha256"] = _digest(tensors)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(doc)})
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names and raw bytes, so a flipped byte in the weights is caught on load."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous().reshape(-1)
+        h.update(name.encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's ``best`` (else ``last``) checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        for name in RUN_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise DereverbError(f"{path}: run folder holds no checkpoint ({' or '.join(RUN_FILES)})")
+    if not path.exists():
+        raise DereverbError(f"{path}: no such checkpoint file")
+    return path
+
+
+def _read(path: Path, with_tensors: bool) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise DereverbError(f"{path}: not a readable dereverb checkpoint (truncated or corrupt: {e})") from e
+    if raw is None:
+        raise DereverbError(f"{path}: a safetensors file without dereverb metadata; not a dereverb checkpoint")
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise DereverbError(f"{path}: corrupt checkpoint metadata ({e.msg})") from e
+    version = doc.get("format_version")
+    if not isinstance(version, int):
+        raise DereverbError(f"{path}: checkpoint metadata has no format_version")
+    if version > FORMAT_VERSION:
+        raise DereverbError(
+            f"{path}: checkpoint format {version} is newer than this dereverb reads ({FORMAT_VERSION}); upgrade dereverb"
+        )
+    return doc, tensors
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint (file or run folder) without loading its weights."""
+    return _read(resolve(path), with_tensors=False)[0]
+
+
+def build(doc: dict[str, Any], where: str = "") -> DereverbModel:
+    """An untrained :class:`DereverbModel` from checkpoint metadata (its three configs)."""
+    try:
+        stft = from_dict(StftConfig, doc["stft"], where="stft.")
+        features = from_dict(FeatureConfig, doc["features"], where="features.")
+        model = from_dict(ModelConfig, doc["model"], where="model.")
+    except (KeyError, DereverbError) as e:
+        raise DereverbError(f"{where}: checkpoint configs unusable ({e})") from e
+    return DereverbModel(stft, features, model)
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> DereverbModel:
+    """Rebuild the model saved at ``path`` (file or run folder) in eval mode on ``device``."""
+    path = resolve(path)
+    doc, tensors = _read(path, with_tensors=True)
+    model = build(doc, str(path))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    bad_shape = [k for k in expected if k in tensors and tensors[k].shape != expected[k].shape]
+    if missing or bad_shape:
+        what = f"missing {missing[0]}" if missing else f"shape mismatch in {bad_shape[0]}"
+        raise DereverbError(f"{path}: weights do not match the saved configuration ({what})")
+    if doc.get("sha256") not in (None, _digest(tensors)):
+        raise DereverbError(f"{path}: checkpoint weights are corrupt (checksum mismatch); re-download or re-train")
+    model.load_state_dict(tensors, strict=False)
+    return model.to(device).eval()
+
+
+# --- resume state --------------------------------------------------------------------------------
+
+
+def save_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write a resume state (tensors, numbers, strings, lists, dicts) atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a resume state written by :func:`save_state` (``weights_only``: never runs code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DereverbError(f"{path}: no such resume state file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for truncated / foreign files
+        raise DereverbError(f"{path}: resume state is unreadable ({e.__class__.__name__}); "
+                            "delete it to start the run afresh") from e

@@ -1,0 +1,121 @@
+"""Checkpoint round trips and the clear errors for every way a model file can be bad."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dereverb import checkpoint
+from dereverb.config import FeatureConfig, StftConfig
+from dereverb.errors import DereverbError
+from dereverb.model import DereverbModel, model_config
+
+
+def _model(output="mapping"):
+    torch.manual_seed(0)
+    feats = FeatureConfig(compression="power") if output == "complex" else FeatureConfig()
+    model = DereverbModel(StftConfig(n_fft=256, hop_length=64, win_length=256, n_freq=128), feats,
+                          model_config("tiny", output=output, norm="batch"))
+    spec = model.stft(torch.randn(4, 4000))
+    model.fit_normalizer(spec)
+    model.train()
+    model.net(model.encode(spec))  # move the batch-norm running statistics off their defaults
+    return model.eval()
+
+
+@pytest.mark.parametrize("output", ["mapping", "mask", "complex"])
+def test_save_load_gives_identical_outputs(tmp_path, output):
+    model = _model(output)
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(path, model, {"step": 12, "metrics": {"si_sdr": 3.5}})
+    again = checkpoint.load(path)
+    wave = torch.randn(2, 3000, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert torch.equal(model.enhance_wave(wave), again.enhance_wave(wave))
+    assert torch.equal(again.normalizer.mean, model.normalizer.mean)
+    assert again.stft_config == model.stft_config and again.model_config == model.model_config
+    assert not again.training
+    meta = checkpoint.read_meta(path)
+    assert meta["step"] == 12 and meta["metrics"] == {"si_sdr": 3.5}
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION and meta["stft"]["n_fft"] == 256
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temp file left
+
+
+def test_run_folder_prefers_best_then_last(tmp_path):
+    model = _model()
+    with pytest.raises(DereverbError, match="holds no checkpoint"):
+        checkpoint.load(tmp_path)
+    checkpoint.save(tmp_path / "last.safetensors", model, {"step": 2})
+    assert checkpoint.read_meta(tmp_path)["step"] == 2
+    checkpoint.save(tmp_path / "best.safetensors", model, {"step": 1})
+    assert checkpoint.read_meta(tmp_path)["step"] == 1
+    assert isinstance(checkpoint.load(tmp_path), DereverbModel)
+
+
+def _corrupt(tmp_path, data: bytes, name: str = "bad"):
+    path = tmp_path / f"{name}.safetensors"
+    path.write_bytes(data)
+    return path
+
+
+def test_bad_files_are_one_clear_error(tmp_path):
+    model = _model()
+    good = tmp_path / "good.safetensors"
+    checkpoint.save(good, model)
+    raw = good.read_bytes()
+    flipped = bytearray(raw)
+    flipped[-50] ^= 0xFF
+    cases = {
+        "no such checkpoint": tmp_path / "missing.safetensors",
+        "truncated or corrupt": _corrupt(tmp_path, raw[: len(raw) // 2], "half"),
+        "checksum mismatch": _corrupt(tmp_path, bytes(flipped), "flipped"),
+    }
+    for message, path in cases.items():
+        with pytest.raises(DereverbError, match=message) as err:
+            checkpoint.load(path)
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_empty_and_foreign_files_are_refused(tmp_path):
+    empty = _corrupt(tmp_path, b"")
+    with pytest.raises(DereverbError, match="truncated or corrupt"):
+        checkpoint.load(empty)
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(DereverbError, match="without dereverb metadata"):
+        checkpoint.load(foreign)
+
+
+def test_future_format_version_asks_for_an_upgrade(tmp_path):
+    path = tmp_path / "future.safetensors"
+    doc = {"format_version": checkpoint.FORMAT_VERSION + 1}
+    save_file({"w": torch.zeros(2)}, str(path), metadata={checkpoint.META_KEY: json.dumps(doc)})
+    with pytest.raises(DereverbError, match="upgrade dereverb"):
+        checkpoint.read_meta(path)
+
+
+def test_save_into_missing_folder_is_clear(tmp_path):
+    with pytest.raises(DereverbError, match="does not exist"):
+        checkpoint.save(tmp_path / "nope" / "m.safetensors", _model())
+
+
+def test_resume_state_round_trip_without_pickle(tmp_path):
+    model = _model()
+    opt = torch.optim.AdamW(model.net.parameters(), lr=1e-3)
+    model.net(torch.randn(1, 1, 128, 16)).mean().backward()
+    opt.step()
+    state = {"step": 7, "optimizer": opt.state_dict(), "rng": torch.get_rng_state(), "best": 1.5}
+    path = tmp_path / "last.state.pt"
+    checkpoint.save_state(path, state)
+    got = checkpoint.load_state(path)
+    assert got["step"] == 7 and got["best"] == 1.5 and torch.equal(got["rng"], state["rng"])
+    fresh = torch.optim.AdamW(model.net.parameters(), lr=1e-3)
+    fresh.load_state_dict(got["optimizer"])
+    k = next(iter(opt.state))
+    assert torch.equal(fresh.state[k]["exp_avg"], opt.state[k]["exp_avg"])
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DereverbError, match="resume state is unreadable"):
+        checkpoint.load_state(path)

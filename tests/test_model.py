@@ -1,0 +1,118 @@
+"""U-Net shapes, gradient flow, the feature <-> spectrogram round trips and a one-batch overfit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from dereverb.config import FeatureConfig, StftConfig
+from dereverb.errors import DereverbError
+from dereverb.model import (DereverbModel, ModelConfig, PatchDiscriminator, UNet, count_parameters,
+                            model_config)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("norm", ["batch", "instance", "none"])
+@pytest.mark.parametrize("depth", [1, 3, 5])
+def test_unet_keeps_any_shape(kernel, norm, depth):
+    cfg = ModelConfig(depth=depth, kernel_size=kernel, norm=norm, base_channels=4, max_channels=8)
+    net = UNet(cfg).train()
+    for n_f, n_t in [(37, 19), (256, 1), (1, 50), (64, 64)]:
+        x = torch.randn(2, 1, n_f, n_t)
+        assert net(x).shape == (2, 1, n_f, n_t)
+
+
+def test_named_configurations_sizes():
+    sizes = {name: count_parameters(UNet(model_config(name))) for name in ("tiny", "small", "paper")}
+    assert 30_000 < sizes["tiny"] < 70_000
+    assert 1_000_000 < sizes["small"] <= 3_000_000
+    assert sizes["paper"] > 50_000_000
+    paper = model_config("paper")
+    assert (paper.depth, paper.base_channels, paper.max_channels) == (8, 64, 512)
+    assert UNet(paper).down[-1][0].out_channels == 512
+
+
+def test_bad_model_config_is_a_clear_error():
+    with pytest.raises(DereverbError, match="model.output"):
+        ModelConfig(output="phase")
+    with pytest.raises(DereverbError, match="kernel_size"):
+        ModelConfig(kernel_size=4)
+    with pytest.raises(DereverbError, match="unknown model configuration 'huge'"):
+        model_config("huge")
+
+
+@pytest.mark.parametrize("output", ["mapping", "mask", "complex"])
+def test_gradients_reach_every_layer(output):
+    cfg = model_config("tiny", output=output, dropout=0.5)
+    model = DereverbModel(StftConfig(), FeatureConfig(), cfg).train()
+    spec = model.stft(torch.randn(2, 6000, generator=torch.Generator().manual_seed(0)))
+    out = model.output_features(model.net(model.encode(spec)), spec)
+    assert out.shape == (2, cfg.out_channels, 256, spec.shape[-1])
+    out.square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def _reverberant_pair(speech, rir, seconds=1.0):
+    dry = speech[0][: int(16000 * seconds)].astype(np.float64)
+    wet = scipy.signal.fftconvolve(dry, rir[:8000])[: len(dry)]
+    return torch.tensor(wet / np.abs(wet).max() * 0.5, dtype=torch.float32)[None], \
+        torch.tensor(dry / np.abs(dry).max() * 0.5, dtype=torch.float32)[None]
+
+
+@pytest.mark.parametrize("output", ["mapping", "mask", "complex"])
+def test_identity_output_reproduces_the_input(output, speech, rir_16k):
+    """decode() inverts encode(): fed its own input features, the model returns its input."""
+    feats = FeatureConfig(compression="power") if output == "complex" else FeatureConfig()
+    cfg = model_config("tiny", output=output, mask_max=2.0)
+    model = DereverbModel(StftConfig(), feats, cfg)
+    wet, _ = _reverberant_pair(speech, rir_16k)
+    spec = model.stft(wet)
+    model.fit_normalizer(spec)
+    ident = torch.zeros_like(model.encode(spec)) if output == "mask" else model.encode(spec)
+    est = model.decode(ident, spec)
+    loud = spec.abs() > 1e-4  # above the -100 dB floor of the log features
+    assert est.shape == spec.shape
+    assert torch.allclose(est[loud], spec[loud], rtol=1e-3, atol=1e-5)
+    assert torch.allclose(model.output_features(ident, spec), model.encode(spec), atol=1e-3)
+    assert model.phase_modes == (("model",) if output == "complex" else ("reverberant", "griffinlim"))
+
+
+def test_enhance_wave_and_channels_last_agree():
+    model = DereverbModel(StftConfig(), FeatureConfig(), model_config("tiny")).eval()
+    wave = torch.randn(2, 5000, generator=torch.Generator().manual_seed(1)) * 0.1
+    with torch.no_grad():
+        ref = model.enhance_wave(wave)
+        fast = model.set_channels_last(True).enhance_wave(wave)
+    assert ref.shape == wave.shape and torch.isfinite(ref).all()
+    assert torch.allclose(ref, fast, atol=1e-5)
+    assert model.enhanced_magnitude(model.stft(wave)).shape == (2, 257, model.stft.frames(5000))
+
+
+def test_patch_discriminator_gives_patch_logits():
+    disc = PatchDiscriminator(1, base_channels=8, n_layers=3)
+    cond, x = torch.randn(2, 1, 256, 64), torch.randn(2, 1, 256, 64)
+    # three stride-2 convolutions, then two stride-1 4x4 convolutions (each -1)
+    assert disc(cond, x).shape == (2, 1, 256 // 8 - 2, 64 // 8 - 2)
+
+
+def test_small_model_overfits_one_batch(speech, rir_16k):
+    torch.manual_seed(0)
+    model = DereverbModel(StftConfig(), FeatureConfig(), model_config("small"))
+    wet, dry = _reverberant_pair(speech, rir_16k, seconds=0.5)
+    spec, clean = model.stft(wet), model.stft(dry)
+    model.fit_normalizer(spec)
+    x, y = model.encode(spec), model.encode(clean)
+    opt = torch.optim.Adam(model.net.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(200):  # deterministic: stops at the same step every run
+        loss = (model.net(x) - y).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if losses[-1] < losses[0] / 10:
+            break
+    assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
