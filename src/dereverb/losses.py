@@ -1,0 +1,104 @@
+"""Training losses: spectral (on the network's features), multi-resolution STFT and SI-SDR (on
+waveforms), and the pix2pix adversarial loss for the GAN variant.
+
+Every loss returns a scalar tensor to minimise; batch axes are averaged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import DereverbError
+
+
+def spectral_loss(pred: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
+    """L1 or MSE between normalised features ``(B, C, F, T)`` (Ernst et al. 2018 use L1/L2)."""
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    raise DereverbError(f"unknown spectral loss {kind!r} (l1, mse)")
+
+
+class MultiResolutionStftLoss(nn.Module):
+    """Spectral convergence + log-magnitude L1, averaged over several STFT resolutions.
+
+    After Yamamoto, Song & Kim, "Parallel WaveGAN", ICASSP 2020 (eq. 4-6): several FFT sizes
+    penalise both time and frequency smearing, which a single-resolution loss leaves to chance.
+    ``forward(est (B, S), ref (B, S)) -> scalar``.
+    """
+
+    def __init__(self, fft_sizes: tuple[int, ...] = (256, 512, 1024), hop_ratio: float = 0.25, eps: float = 1e-7):
+        super().__init__()
+        self.fft_sizes = tuple(fft_sizes)
+        self.hops = tuple(max(1, int(n * hop_ratio)) for n in self.fft_sizes)
+        self.eps = eps
+        for n in self.fft_sizes:
+            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
+
+    def _mag(self, x: Tensor, n_fft: int, hop: int) -> Tensor:
+        spec = torch.stft(x, n_fft, hop, n_fft, getattr(self, f"window_{n_fft}"), return_complex=True)
+        return spec.abs().clamp_min(self.eps)  # (B, F, T)
+
+    def forward(self, est: Tensor, ref: Tensor) -> Tensor:
+        total = est.new_zeros(())
+        for n_fft, hop in zip(self.fft_sizes, self.hops):
+            e, r = self._mag(est.float(), n_fft, hop), self._mag(ref.float(), n_fft, hop)
+            sc = torch.linalg.vector_norm(r - e, dim=(-2, -1)) / torch.linalg.vector_norm(r, dim=(-2, -1)).clamp_min(self.eps)
+            log_mag = (r.log() - e.log()).abs().mean(dim=(-2, -1))
+            total = total + (sc + log_mag).mean()
+        return total / len(self.fft_sizes)
+
+
+def si_sdr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
+    """Scale-invariant SDR in dB, ``(B, S), (B, S) -> (B,)`` (Le Roux et al., ICASSP 2019)."""
+    est = est - est.mean(dim=-1, keepdim=True)
+    ref = ref - ref.mean(dim=-1, keepdim=True)
+    scale = (est * ref).sum(-1, keepdim=True) / (ref.square().sum(-1, keepdim=True) + eps)
+    target = scale * ref
+    noise = est - target
+    return 10 * torch.log10((target.square().sum(-1) + eps) / (noise.square().sum(-1) + eps))
+
+
+def si_sdr_loss(est: Tensor, ref: Tensor) -> Tensor:
+    """Negative mean SI-SDR (dB), the waveform loss of the complex mode."""
+    return -si_sdr(est.float(), ref.float()).mean()
+
+
+def log_spectral_distance(est_mag: Tensor, ref_mag: Tensor, floor_db: float = -80.0) -> Tensor:
+    """Log-spectral distance in dB, ``(B, F, T)`` magnitudes -> ``(B,)``.
+
+    RMS over frequency of the dB difference, averaged over frames; both spectra are floored at
+    ``floor_db`` below each reference's peak so silent bins do not dominate.
+    """
+    peak = ref_mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    floor = peak * 10 ** (floor_db / 20)
+    diff = 20 * (torch.maximum(est_mag, floor).log10() - torch.maximum(ref_mag, floor).log10())
+    return diff.square().mean(dim=-2).sqrt().mean(dim=-1)
+
+
+def adversarial_loss(logits: Tensor, real: bool, kind: str = "lsgan") -> Tensor:
+    """GAN loss of PatchGAN ``logits`` (B, 1, F', T') against the label ``real``.
+
+    ``"lsgan"``: least squares (Mao et al., ICCV 2017), the stable default;
+    ``"bce"``: the original binary cross-entropy used by pix2pix (Isola et al., CVPR 2017).
+    """
+    label = torch.full_like(logits, 1.0 if real else 0.0)
+    if kind == "lsgan":
+        return F.mse_loss(logits.float(), label.float())
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits.float(), label.float())
+    raise DereverbError(f"unknown GAN loss {kind!r} (lsgan, bce)")
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: str = "lsgan") -> Tensor:
+    """Half the sum of the real and fake terms (pix2pix halves D's objective to slow it down)."""
+    return 0.5 * (adversarial_loss(real_logits, True, kind) + adversarial_loss(fake_logits, False, kind))
+
+
+def generator_loss(fake_logits: Tensor, pred: Tensor, target: Tensor, l1_weight: float = 100.0,
+                   kind: str = "lsgan") -> Tensor:
+    """pix2pix generator objective: fool D, plus ``l1_weight`` x L1 to the target features."""
+    return adversarial_loss(fake_logits, True, kind) + l1_weight * F.l1_loss(pred, target)

@@ -1,0 +1,69 @@
+"""Losses against hand-computed values and their invariants."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dereverb import losses
+from dereverb.errors import DereverbError
+
+
+def _noise(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_spectral_loss_values():
+    a, b = torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0)
+    assert losses.spectral_loss(a, b, "l1").item() == 2.0
+    assert losses.spectral_loss(a, b, "mse").item() == 4.0
+    with pytest.raises(DereverbError, match="unknown spectral loss"):
+        losses.spectral_loss(a, b, "huber")
+
+
+def test_si_sdr_known_values():
+    ref = _noise(2, 8000)
+    noise = _noise(2, 8000, seed=1)
+    noise = noise - (noise * ref).sum(-1, keepdim=True) / ref.square().sum(-1, keepdim=True) * ref  # orthogonal
+    noise = noise - noise.mean(-1, keepdim=True)
+    ref = ref - ref.mean(-1, keepdim=True)
+    noise = noise / noise.norm(dim=-1, keepdim=True) * ref.norm(dim=-1, keepdim=True) / math.sqrt(10)
+    got = losses.si_sdr(3.0 * ref + 3.0 * noise, ref)  # 10 dB, and invariant to the gain 3
+    assert torch.allclose(got, torch.full((2,), 10.0), atol=1e-3)
+    assert losses.si_sdr(ref, ref).min() > 60
+    assert torch.isclose(losses.si_sdr_loss(3.0 * ref + 3.0 * noise, ref), torch.tensor(-10.0), atol=1e-3)
+
+
+def test_multi_resolution_stft_loss_is_zero_for_equal_and_grows_with_error():
+    mr = losses.MultiResolutionStftLoss()
+    ref = _noise(2, 8000)
+    assert mr(ref, ref).item() < 1e-6
+    small = mr(ref + 0.01 * _noise(2, 8000, seed=2), ref).item()
+    large = mr(ref + 0.3 * _noise(2, 8000, seed=2), ref).item()
+    assert 0 < small < large
+    # scaling the estimate by 2 gives |log 2| on the log term and 1.0 spectral convergence
+    assert math.isclose(mr(2 * ref, ref).item(), 1.0 + math.log(2), rel_tol=1e-4)
+
+
+def test_log_spectral_distance_of_a_gain_is_its_db():
+    ref = _noise(1, 257, 40).abs() + 0.1
+    assert torch.allclose(losses.log_spectral_distance(ref * 10 ** (6 / 20), ref), torch.tensor([6.0]), atol=1e-4)
+    assert losses.log_spectral_distance(ref, ref).item() == 0.0
+
+
+@pytest.mark.parametrize("kind", ["lsgan", "bce"])
+def test_adversarial_losses(kind):
+    sure_real, sure_fake = torch.full((2, 1, 5, 5), 20.0), torch.full((2, 1, 5, 5), -20.0)
+    if kind == "lsgan":
+        sure_real, sure_fake = torch.ones(2, 1, 5, 5), torch.zeros(2, 1, 5, 5)
+    assert losses.adversarial_loss(sure_real, True, kind).item() < 1e-6
+    assert losses.adversarial_loss(sure_fake, False, kind).item() < 1e-6
+    assert losses.discriminator_loss(sure_real, sure_fake, kind).item() < 1e-6
+    assert losses.adversarial_loss(sure_fake, True, kind).item() > 0.9
+    pred, target = torch.zeros(1, 1, 4, 4), torch.ones(1, 1, 4, 4)
+    g = losses.generator_loss(sure_real, pred, target, l1_weight=100.0, kind=kind)
+    assert math.isclose(g.item(), 100.0, rel_tol=1e-5)
+    with pytest.raises(DereverbError, match="unknown GAN loss"):
+        losses.adversarial_loss(sure_real, True, "wgan")
