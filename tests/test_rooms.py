@@ -1,0 +1,206 @@
+"""RIR analysis against synthetic RIRs with known T60/DRR, simulation, pools, aligned targets."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from dereverb import audio, rooms
+from dereverb.errors import DereverbError
+
+SR = 16000
+
+
+def synthetic_rir(t60: float, rng: np.random.Generator, seconds: float = 1.5, delay: int = 200,
+                  noise_db: float = -90.0) -> np.ndarray:
+    """A unit direct path at ``delay``, then exponentially decaying noise (energy falls 60 dB in
+    ``t60``), then a stationary noise floor ``noise_db`` below the direct path."""
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    h = 0.1 * rng.standard_normal(n) * 10 ** (-3 * t / t60)
+    h[:delay] = 0
+    h[delay] = 1.0
+    return h + 10 ** (noise_db / 20) * rng.standard_normal(n)
+
+
+@pytest.mark.parametrize("t60", [0.3, 0.8, 1.5])
+def test_t30_of_exponential_decay_within_10_percent(t60, rng):
+    rir = rooms.analyze(synthetic_rir(t60, rng, seconds=max(1.0, 1.4 * t60)), SR, "synthetic")
+    assert rir.meta["decay_fit"] == "T30"
+    assert abs(rir.t30 - t60) / t60 < 0.10
+
+
+def test_t20_fallback_when_decay_is_short(rng):
+    # noise floor 40 dB under the tail's start: too close for T30 (45 dB), enough for T20 (35 dB)
+    h = synthetic_rir(0.5, rng, noise_db=-60.0)
+    rir = rooms.analyze(h, SR, "noisy")
+    assert rir.meta["decay_fit"] == "T20"
+    assert abs(rir.t30 - 0.5) / 0.5 < 0.15
+
+
+def test_tail_cut_at_noise_floor(rng):
+    # decay of 60 dB/0.5 s from -20 dB meets a -80 dB floor at 0.5 s after the direct path
+    h = synthetic_rir(0.5, rng, seconds=2.0, noise_db=-80.0)
+    rir = rooms.analyze(h, SR, "tail")
+    after_direct = (len(rir.audio) - rir.direct_index) / SR
+    assert 0.4 < after_direct < 0.65
+
+
+def test_direct_path_trimmed_and_unit(rng):
+    rir = rooms.analyze(-3.0 * synthetic_rir(0.4, rng), SR, "neg")
+    w = round(0.0025 * SR)
+    assert rir.direct_index == w and rir.audio[w] == pytest.approx(1.0)
+
+
+def test_drr_matches_hand_computation():
+    h = np.zeros(4000)
+    h[100] = 1.0  # direct
+    h[120] = 0.5  # 1.25 ms later: inside the +-2.5 ms (40 samples) direct window
+    h[60] = 0.2  # 2.5 ms before: the window's first sample
+    h[141] = 0.5  # first sample after the window
+    h[900] = -0.5
+    expected = 10 * np.log10((1 + 0.25 + 0.04) / (0.25 + 0.25))
+    assert rooms.direct_to_reverberant(h, 100, SR) == pytest.approx(expected, abs=1e-9)
+
+
+def test_drr_through_analyze(rng):
+    rir = rooms.analyze(synthetic_rir(0.6, rng), SR, "x")
+    h, d, w = rir.audio.astype(np.float64), rir.direct_index, 40
+    expected = 10 * np.log10((h[d - w : d + w + 1] ** 2).sum() / (h[d + w + 1 :] ** 2).sum())
+    assert rir.drr == pytest.approx(expected, abs=1e-3)
+
+
+def _xcorr_peak_lag(a: np.ndarray, b: np.ndarray, max_lag: int = 400) -> int:
+    full = np.correlate(a, b, mode="full")  # lag k at index k + len(b) - 1
+    mid = len(b) - 1
+    window = full[mid - max_lag : mid + max_lag + 1]
+    return int(np.argmax(window)) - max_lag
+
+
+@pytest.fixture(scope="module")
+def simulated() -> rooms.Rir:
+    return rooms.simulate_rir(0.5, 2.0, SR, np.random.default_rng(0), room_size=(5.0, 4.0, 3.0))
+
+
+@pytest.mark.parametrize("target", ["direct", "early"])
+@pytest.mark.parametrize("which", ["measured", "simulated"])
+def test_reverberate_aligned(target, which, speech, rir_16k, simulated):
+    dry = speech[0][: 3 * SR]
+    rir = rooms.analyze(rir_16k, SR, "church") if which == "measured" else simulated
+    rev, tgt = rooms.reverberate(dry, rir, target)
+    assert rev.shape == tgt.shape == dry.shape and rev.dtype == tgt.dtype == np.float32
+    assert np.isfinite(rev).all() and np.isfinite(tgt).all()
+    assert _xcorr_peak_lag(rev, tgt) == 0
+    if target == "direct":  # the shared delay is the direct path (measured: a filtered pulse)
+        assert abs(_xcorr_peak_lag(tgt, dry) - rir.direct_index) <= (2 if which == "measured" else 0)
+
+
+def test_direct_target_of_unit_direct_path_is_delayed_dry(speech, rng):
+    h = synthetic_rir(0.4, rng)
+    h[160:241] = 0
+    h[200] = 1.0  # nothing else inside the +-2.5 ms window
+    rir = rooms.analyze(h, SR, "x")
+    dry = speech[0][:SR]
+    _, tgt = rooms.reverberate(dry, rir, "direct")
+    d = rir.direct_index
+    assert np.abs(tgt[d:] - dry[:-d]).max() < 1e-3  # only the -90 dB floor differs
+
+
+def test_dry_target_is_delayed_dry(speech, rng):
+    rir = rooms.analyze(synthetic_rir(0.4, rng), SR, "x")
+    dry = speech[0][:SR]
+    _, tgt = rooms.reverberate(dry, rir, "dry")
+    d = rir.direct_index
+    assert np.array_equal(tgt[d:], dry[:-d]) and not tgt[:d].any()
+
+
+def test_unknown_target_is_user_error(rng):
+    rir = rooms.analyze(synthetic_rir(0.4, rng), SR, "x")
+    with pytest.raises(DereverbError, match="unknown target"):
+        rooms.reverberate(np.ones(100), rir, "late")
+
+
+def test_load_rirs_resamples_channels_and_skips_bad(tmp_path, rng):
+    good = np.stack([synthetic_rir(0.4, rng) for _ in range(2)])
+    good_48k = audio.resample(good, SR, 48000)
+    audio.write(tmp_path / "room.wav", 0.5 * good_48k, 48000, subtype="FLOAT")
+    audio.write(tmp_path / "silent.wav", np.zeros(4000), SR)
+    clipped = synthetic_rir(0.4, rng)
+    clipped[200:205] = 1.0
+    audio.write(tmp_path / "clipped.wav", clipped, SR, subtype="FLOAT")
+    audio.write(tmp_path / "short.wav", np.r_[np.zeros(10), 1.0, np.zeros(5)], SR)
+    (tmp_path / "junk.wav").write_bytes(b"not audio")
+    with pytest.warns(UserWarning, match="skipped 4 bad") as record:
+        rirs = rooms.load_rirs([tmp_path], SR, channels="all")
+    assert len(record) == 1
+    msg = str(record[0].message)
+    assert all(n in msg for n in ("silent.wav", "clipped.wav", "short.wav", "junk.wav"))
+    assert [r.name for r in rirs] == ["room:ch0", "room:ch1"]
+    for r in rirs:
+        assert r.sample_rate == SR and r.audio[r.direct_index] == pytest.approx(1.0)
+        assert abs(r.t30 - 0.4) < 0.04
+    with pytest.raises(DereverbError, match="4 bad"):
+        rooms.load_rirs([tmp_path], SR, strict=True)
+
+
+def test_simulated_rir_keeps_tail_and_measures_t60():
+    rng = np.random.default_rng(3)
+    rir = rooms.simulate_rir(0.4, 1.0, SR, rng, room_size=(4.0, 3.5, 2.6))
+    assert rir.audio[rir.direct_index] == pytest.approx(1.0)
+    assert rir.meta["t60_target"] == 0.4 and rir.meta["distance"] == 1.0
+    assert abs(rir.t30 - 0.4) / 0.4 < 0.3  # calibrated to ~10 %, ray noise leaves some spread
+    assert rir.duration > 0.5 * rir.t30  # the tail was not cut at the image-source order
+    assert -15 < rir.drr < 15
+
+
+def test_room_sampler_respects_ranges():
+    s = rooms.RoomSampler(t60=(0.3, 0.6), distance=(1.0, 2.0))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        t60, dist, room = s.draw(rng)
+        assert 0.3 <= t60 <= 0.6 and 1.0 <= dist <= 2.0
+        assert s.absorption[0] <= rooms.sabine_absorption(t60, room) <= s.absorption[1]
+
+
+def test_pool_resumes_after_crash_and_refuses_other_settings(tmp_path, monkeypatch):
+    small = rooms.RoomSampler(t60=(0.2, 0.3), distance=(0.5, 1.0), length=(3, 4), width=(3, 4),
+                              height=(2.5, 3))
+    real = rooms.simulate_rir
+    calls = []
+
+    def crash_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(rooms, "simulate_rir", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        rooms.simulate_pool(3, tmp_path, seed=1, sampler=small)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.tsv", "pool.json", "sim_00000.wav"]
+    first = (tmp_path / "sim_00000.wav").read_bytes()
+    monkeypatch.setattr(rooms, "simulate_rir", real)
+    rows = rooms.simulate_pool(3, tmp_path, seed=1, sampler=small)
+    assert [r["name"] for r in rows] == ["sim_00000", "sim_00001", "sim_00002"]
+    assert (tmp_path / "sim_00000.wav").read_bytes() == first  # not redone
+    pool = rooms.load_pool(tmp_path)
+    assert len(pool) == 3 and all(r.audio[r.direct_index] == pytest.approx(1.0) for r in pool)
+    assert [r.t30 for r in pool] == [float(r["t30"]) for r in rows]
+    pool8 = rooms.load_pool(tmp_path, sample_rate=8000)
+    assert all(r.sample_rate == 8000 and r.audio[r.direct_index] == pytest.approx(1.0) for r in pool8)
+    with pytest.raises(DereverbError, match="other settings"):
+        rooms.simulate_pool(3, tmp_path, seed=2, sampler=small)
+
+
+def test_load_pool_missing_is_user_error(tmp_path):
+    with pytest.raises(DereverbError, match="no RIR pool"):
+        rooms.load_pool(tmp_path)
+
+
+def test_measured_example_rir(rir_16k):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rir = rooms.analyze(rir_16k, SR, "church")
+    assert 1.1 < rir.t30 < 1.6  # St Margaret's church; MANIFEST.tsv estimates T30 = 1.26 s at 44.1 kHz
