@@ -186,7 +186,7 @@ def analyze(h: np.ndarray, sample_rate: int, name: str, meta: dict | None = None
 # --- measured RIRs -----------------------------------------------------------------------------
 
 
-def _warn_bad(bad: list[str], strict: bool, what: str) -> None:
+def warn_skipped(bad: list[str], strict: bool, what: str) -> None:
     if not bad:
         return
     if strict:
@@ -221,7 +221,7 @@ def load_rirs(
                 rirs.append(analyze(h, sample_rate, name, {"file": str(f), "channel": c}))
             except DereverbError as e:
                 bad.append(f"{f}{'' if len(x) == 1 else f' ch{c}'}: {str(e).removeprefix(name + ': ')}")
-    _warn_bad(bad, strict, "RIR file(s)")
+    warn_skipped(bad, strict, "RIR file(s)")
     if not rirs:
         raise DereverbError(f"no usable RIR in {', '.join(map(str, paths))}")
     return rirs
@@ -306,16 +306,17 @@ def simulate_rir(
         raise DereverbError(f"T60 {t60} s is impossible in a {room.tolist()} m room (absorption {absorption:.2f})")
     absorption = min(0.99, absorption * SABINE_OVERSHOOT)
     mic, src = _place(room, distance, rng)
-    for attempt in range(calibrate + 1):
+    meta = {"t60_target": t60, "distance": distance, "room": [round(v, 3) for v in room.tolist()],
+            "mic": mic.round(3).tolist(), "source": src.round(3).tolist()}
+    rir = None
+    for _ in range(calibrate + 1):
+        if rir is not None:
+            if abs(rir.t30 / t60 - 1) <= 0.1:
+                break
+            absorption = min(0.99, absorption * rir.t30 / t60)
         h = _shoebox(room, absorption, mic, src, sample_rate, ism_order)
-        meta = {"t60_target": t60, "distance": distance, "room": [round(v, 3) for v in room.tolist()],
-                "absorption": absorption, "mic": mic.round(3).tolist(), "source": src.round(3).tolist()}
-        rir = analyze(h, sample_rate, f"sim_t{t60:.2f}_d{distance:.2f}", meta)
-        ratio = rir.t30 / t60
-        if abs(ratio - 1) <= 0.1 or attempt == calibrate:
-            return rir
-        absorption = min(0.99, absorption * ratio)
-    raise AssertionError("unreachable")
+        rir = analyze(h, sample_rate, f"sim_t{t60:.2f}_d{distance:.2f}", dict(meta, absorption=absorption))
+    return rir
 
 
 def _shoebox(room, absorption, mic, src, sample_rate: int, ism_order: int) -> np.ndarray:
@@ -421,7 +422,7 @@ def load_pool(folder: str | Path, sample_rate: int | None = None, strict: bool =
             h, rate = h / h[d], sample_rate
         meta = {k: row[k] for k in ("t60_target", "distance", "room", "absorption")}
         rirs.append(Rir(h.astype(np.float32), rate, name, d, float(row["t30"]), float(row["drr"]), meta))
-    _warn_bad(bad, strict, f"RIR file(s) in pool {folder}")
+    warn_skipped(bad, strict, f"RIR file(s) in pool {folder}")
     return rirs
 
 

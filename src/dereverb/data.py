@@ -1,0 +1,375 @@
+"""Training data: clean speech sources, on-the-fly reverberant/clean pairs, paired folders.
+
+The default training input is made on the fly in DataLoader workers: a random crop of clean
+speech, a random RIR (measured and/or from a simulated pool), FFT convolution, a random level.
+Nothing is precomputed, every step sees a new pair, and the stream is reproducible from a seed
+(distinct per DataLoader worker and per DDP rank).  Items are ``{"reverb": (S,), "clean": (S,)}``
+float32 tensors at ``StftConfig.sample_rate``, aligned sample for sample (see
+:func:`dereverb.rooms.reverberate`).  :class:`PairedFolder` serves a user's own ``clean/`` +
+``reverb/`` folders in the same format.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+import dataclasses
+import json
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from . import audio, rooms
+from .config import StftConfig
+from .errors import DereverbError
+from .rooms import Rir, warn_skipped
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """What the on-the-fly pipeline draws from and how.
+
+    ``speech``: folders (recursive), audio files or CSV/JSONL manifests of clean speech.
+    ``rirs``: measured RIR files/folders; ``rir_pool``: a folder from ``dereverb rirs simulate``
+    (made with ``simulate_count`` RIRs if missing and that is > 0).  ``measured_prob``: chance of
+    a measured RIR when both kinds exist.  ``target``: ``direct``, ``early`` or ``dry``.
+    ``segment_seconds``: crop length (2.048 s = 256 frames at hop 128, 16 kHz).  ``level_db``:
+    range of the reverberant input's RMS in dBFS (the target gets the same gain).
+    ``min_rms_db``: crops of dry speech quieter than this (dBFS) are redrawn.  ``epoch_size``:
+    examples per epoch over all ranks and workers; 0 streams forever.  The train/held-out split
+    is just which paths a recipe lists.
+    """
+
+    speech: tuple[str, ...] = ()
+    rirs: tuple[str, ...] = ()
+    rir_pool: str | None = None
+    simulate_count: int = 0
+    rir_channels: str = "first"
+    measured_prob: float = 0.5
+    target: str = "direct"
+    segment_seconds: float = 2.048
+    level_db: tuple[float, float] = (-35.0, -15.0)
+    min_rms_db: float = -50.0
+    epoch_size: int = 0
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.target in rooms.TARGETS, f"data.target must be one of {list(rooms.TARGETS)}"),
+            (0.0 <= self.measured_prob <= 1.0, "data.measured_prob must be in [0, 1]"),
+            (self.segment_seconds > 0, "data.segment_seconds must be > 0"),
+            (len(self.level_db) == 2 and self.level_db[0] <= self.level_db[1] <= 0,
+             "data.level_db must be [low, high] dBFS with low <= high <= 0"),
+            (self.rir_channels in ("first", "all"), "data.rir_channels must be 'first' or 'all'"),
+            (self.epoch_size >= 0 and self.simulate_count >= 0, "data.epoch_size/simulate_count must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise DereverbError(msg)
+
+
+# --- speech sources ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Utterance:
+    """One clean speech file: its path, length in seconds (from the header or a manifest)."""
+
+    path: str
+    seconds: float
+    speaker: str = ""
+
+
+def _manifest_rows(path: Path) -> list[dict]:
+    try:
+        if path.suffix.lower() == ".jsonl":
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except (OSError, ValueError, csv.Error) as e:
+        raise DereverbError(f"{path}: not a readable manifest ({e})") from e
+
+
+def _from_manifest(path: Path, bad: list[str]) -> list[Utterance]:
+    """Rows ``path[, duration][, speaker]``; relative paths are relative to the manifest."""
+    out = []
+    for i, row in enumerate(_manifest_rows(path)):
+        if not isinstance(row, dict) or not row.get("path"):
+            raise DereverbError(f"{path}: row {i + 1} has no 'path' (columns: path, duration, speaker)")
+        p = Path(row["path"])
+        p = p if p.is_absolute() else path.parent / p
+        try:
+            seconds = float(row["duration"]) if row.get("duration") not in (None, "") else audio.info(p).duration
+        except (DereverbError, ValueError) as e:
+            bad.append(str(e) if isinstance(e, DereverbError) else f"{path}: row {i + 1}: bad duration")
+            continue
+        out.append(Utterance(str(p), seconds, str(row.get("speaker") or "")))
+    return out
+
+
+def scan_speech(paths: Sequence[str | Path], min_seconds: float = 0.0, strict: bool = False) -> list[Utterance]:
+    """All speech in ``paths`` (folders recursively, audio files, ``.csv``/``.jsonl`` manifests).
+
+    Durations come from file headers (or the manifest), nothing is decoded.  Unreadable files and
+    files shorter than ``min_seconds`` are listed in one warning and skipped (``strict``: error).
+    """
+    utts, bad = [], []
+    for root in paths:
+        root = Path(root)
+        if root.is_file() and root.suffix.lower() in MANIFEST_SUFFIXES:
+            utts.extend(_from_manifest(root, bad))
+            continue
+        for f in audio.list_audio(root):
+            try:
+                utts.append(Utterance(str(f), audio.info(f).duration))
+            except DereverbError as e:
+                bad.append(str(e))
+    short = [u for u in utts if u.seconds < min_seconds]
+    bad += [f"{u.path}: too short ({u.seconds:.2f} s < {min_seconds:.2f} s)" for u in short]
+    warn_skipped(bad, strict, "speech file(s)")
+    utts = [u for u in utts if u.seconds >= min_seconds]
+    if not utts:
+        raise DereverbError(f"no usable speech in {', '.join(map(str, paths))}")
+    return utts
+
+
+def read_segment(path: str, start: float, n: int, sample_rate: int) -> np.ndarray:
+    """``n`` samples at ``sample_rate`` Hz from ``start`` s of a file (channel 0), zero padded.
+
+    Seeks instead of decoding the whole file; resamples only the piece that is read.
+    """
+    try:
+        with sf.SoundFile(path) as f:
+            rate = f.samplerate
+            f.seek(min(f.frames, int(round(start * rate))))
+            need = math.ceil(n * rate / sample_rate) + (16 if rate != sample_rate else 0)
+            x = f.read(need, dtype="float32", always_2d=True)[:, 0]
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise DereverbError(f"{path}: cannot decode audio ({e})") from e
+    if rate != sample_rate and len(x):
+        x = audio.resample(x, rate, sample_rate)
+    return np.pad(x[:n], (0, max(0, n - len(x))))
+
+
+def _level(x: np.ndarray) -> float:
+    return 10 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-20)
+
+
+# --- on-the-fly pairs --------------------------------------------------------------------------
+
+
+class ReverbPairs(IterableDataset):
+    """Endless (or ``epoch_size``-long) stream of random reverberant/clean pairs.
+
+    Each DataLoader worker of each DDP rank draws from its own generator
+    ``default_rng([seed, epoch, rank * num_workers + worker])``, so streams differ across workers
+    and ranks and repeat exactly for the same seed, epoch and worker count.  Call
+    :meth:`set_epoch` each epoch (as with ``DistributedSampler``) for new data per epoch.
+    """
+
+    def __init__(self, utterances: list[Utterance], measured: list[Rir], simulated: list[Rir],
+                 cfg: DataConfig, sample_rate: int, seed: int, rank: int = 0, world_size: int = 1):
+        if not measured and not simulated:
+            raise DereverbError("no RIRs: set data.rirs (measured) and/or data.rir_pool (simulated)")
+        self.utterances, self.measured, self.simulated = utterances, measured, simulated
+        self.cfg, self.sample_rate, self.seed = cfg, sample_rate, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.length = int(round(cfg.segment_seconds * sample_rate))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _stream(self) -> tuple[int, int]:
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        return self.rank * workers + worker, self.world_size * workers
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        stream, streams = self._stream()
+        rng = np.random.default_rng([self.seed, self.epoch, stream])
+        total = self.cfg.epoch_size
+        count = None if total == 0 else total // streams + (stream < total % streams)
+        i = 0
+        while count is None or i < count:
+            reverb, clean = self.example(rng)
+            yield {"reverb": torch.from_numpy(reverb), "clean": torch.from_numpy(clean)}
+            i += 1
+
+    def __len__(self) -> int:
+        if self.cfg.epoch_size == 0:
+            raise TypeError("an endless ReverbPairs stream has no length (set data.epoch_size)")
+        return self.cfg.epoch_size
+
+    def pick_rir(self, rng: np.random.Generator) -> Rir:
+        use_measured = bool(self.measured) and (not self.simulated or rng.random() < self.cfg.measured_prob)
+        pool = self.measured if use_measured else self.simulated
+        return pool[int(rng.integers(len(pool)))]
+
+    def dry_crop(self, rng: np.random.Generator, context: int) -> tuple[np.ndarray, int]:
+        """A crop of ``context + length`` samples whose last ``length`` are active speech;
+        returns it and the context actually available (fewer at a file's start)."""
+        n = self.length
+        for _ in range(100):
+            utt = self.utterances[int(rng.integers(len(self.utterances)))]
+            start = float(rng.uniform(0.0, max(0.0, utt.seconds - n / self.sample_rate)))
+            ctx = min(context, int(start * self.sample_rate))
+            try:
+                x = read_segment(utt.path, start - ctx / self.sample_rate, ctx + n, self.sample_rate)
+            except DereverbError:
+                continue  # the file broke after the scan; draw another
+            crop = x[ctx:]
+            if np.isfinite(x).all() and _level(crop) >= self.cfg.min_rms_db and not rooms.is_clipped(crop):
+                return x, ctx
+        raise DereverbError(
+            f"100 crops in a row were silent (< {self.cfg.min_rms_db} dBFS), clipped or unreadable: "
+            "check data.speech or lower data.min_rms_db"
+        )
+
+    def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One pair ``(reverb, clean)``, each ``(length,)`` float32, finite, peak below 1."""
+        rir = self.pick_rir(rng)
+        dry, ctx = self.dry_crop(rng, context=len(rir.audio) - 1)
+        reverb, clean = rooms.reverberate(dry, rir, self.cfg.target)
+        reverb, clean = reverb[ctx:], clean[ctx:]  # the crop, with reverb from before it
+        gain = 10 ** ((rng.uniform(*self.cfg.level_db) - _level(reverb)) / 20)
+        peak = max(np.abs(reverb).max(), np.abs(clean).max()) * gain
+        gain *= min(1.0, 0.99 / max(peak, 1e-12))
+        reverb, clean = reverb * np.float32(gain), clean * np.float32(gain)
+        if not (np.isfinite(reverb).all() and np.isfinite(clean).all()):
+            raise RuntimeError(f"non-finite pair from RIR {rir.name}")  # a bug, not bad input
+        return reverb, clean
+
+
+def load_rir_sets(cfg: DataConfig, sample_rate: int, seed: int = 0) -> tuple[list[Rir], list[Rir]]:
+    """``(measured, simulated)`` RIRs named by ``cfg`` at ``sample_rate``."""
+    measured = rooms.load_rirs(cfg.rirs, sample_rate, cfg.rir_channels, cfg.strict) if cfg.rirs else []
+    simulated: list[Rir] = []
+    if cfg.rir_pool:
+        pool = Path(cfg.rir_pool)
+        if not (pool / rooms.POOL_INDEX).is_file() and cfg.simulate_count > 0:
+            rooms.simulate_pool(cfg.simulate_count, pool, seed, sample_rate)
+        simulated = rooms.load_pool(pool, sample_rate, cfg.strict)
+    return measured, simulated
+
+
+def _build(cfg: DataConfig, stft: StftConfig, seed: int, rank: int, world_size: int) -> ReverbPairs:
+    utts = scan_speech(cfg.speech, cfg.segment_seconds / 2, cfg.strict)
+    measured, simulated = load_rir_sets(cfg, stft.sample_rate, seed)
+    return ReverbPairs(utts, measured, simulated, cfg, stft.sample_rate, seed, rank, world_size)
+
+
+def build_train_dataset(cfg: DataConfig, stft: StftConfig, seed: int, rank: int = 0,
+                        world_size: int = 1) -> ReverbPairs:
+    """The on-the-fly training stream: ``{"reverb", "clean"}`` float32 ``(S,)`` tensors,
+    ``S = segment_seconds * stft.sample_rate``."""
+    if not cfg.speech:
+        raise DereverbError("data.speech is empty: list folders or manifests of clean speech")
+    return _build(cfg, stft, seed, rank, world_size)
+
+
+def build_valid_set(cfg: DataConfig, stft: StftConfig, seed: int, count: int) -> list[dict]:
+    """``count`` fixed pairs (same for the same seed and config), in the training item format."""
+    ds = _build(cfg, stft, seed, 0, 1)
+    rng = np.random.default_rng([seed, 0x7A11D])
+    pairs = [ds.example(rng) for _ in range(count)]
+    return [{"reverb": torch.from_numpy(r), "clean": torch.from_numpy(c)} for r, c in pairs]
+
+
+# --- the user's own paired folders -------------------------------------------------------------
+
+
+def _relative_keys(root: Path) -> dict[str, Path]:
+    """Audio files under ``root`` keyed by relative path without suffix (``a/b`` for a/b.wav)."""
+    files = audio.list_audio(root)
+    return {str(f.relative_to(root).with_suffix("")): f for f in files}
+
+
+def estimate_lag(reverb: np.ndarray, clean: np.ndarray, max_lag: int) -> int:
+    """Samples by which ``reverb`` lags ``clean`` (both ``(S,)``): the peak of their
+    cross-correlation magnitude within +-``max_lag`` (the direct path dominates it)."""
+    from scipy import signal
+
+    xc = np.abs(signal.correlate(reverb, clean, mode="full", method="fft"))
+    lags = signal.correlation_lags(len(reverb), len(clean), mode="full")
+    sel = np.abs(lags) <= max_lag
+    return int(lags[sel][np.argmax(xc[sel])])
+
+
+class PairedFolder(torch.utils.data.Dataset):
+    """A user's ``clean/`` and ``reverb/`` folders as aligned pairs.
+
+    Files pair up by relative path without suffix (``clean/a/x.flac`` with ``reverb/a/x.wav``),
+    both are read at ``sample_rate`` (channel 0).  On construction every pair is checked: files
+    without a partner, differing sample rates or lengths (more than 1 % or 0.1 s), and reverberant
+    files that lag or lead their clean partner by more than ``tolerance_ms`` (cross-correlation
+    over the first 30 s) are reported in one warning (``strict``: an error).  With ``align`` the
+    clean file is shifted by the found lag so the network never has to learn a delay.
+
+    Items: ``{"reverb", "clean"}`` float32 ``(S,)``: whole files, or random crops of
+    ``segment_seconds`` (zero padded) drawn from ``default_rng([seed, epoch, index])``.
+    """
+
+    def __init__(self, clean_dir: str | Path, reverb_dir: str | Path, sample_rate: int,
+                 segment_seconds: float | None = None, seed: int = 0, align: bool = True,
+                 tolerance_ms: float = 1.0, max_lag_ms: float = 250.0, strict: bool = False):
+        self.sample_rate, self.seed, self.epoch = sample_rate, seed, 0
+        self.length = None if segment_seconds is None else int(round(segment_seconds * sample_rate))
+        clean, reverb = _relative_keys(Path(clean_dir)), _relative_keys(Path(reverb_dir))
+        problems = [f"{clean[k]}: no partner in {reverb_dir}" for k in sorted(set(clean) - set(reverb))]
+        problems += [f"{reverb[k]}: no partner in {clean_dir}" for k in sorted(set(reverb) - set(clean))]
+        self.pairs: list[tuple[Path, Path, int]] = []
+        for key in sorted(set(clean) & set(reverb)):
+            lag, notes = self._check(clean[key], reverb[key], tolerance_ms, max_lag_ms)
+            problems += notes
+            self.pairs.append((clean[key], reverb[key], lag if align else 0))
+        if problems and strict:
+            raise DereverbError(f"{len(problems)} problem(s) in paired folders: " + "; ".join(problems))
+        if problems:
+            what = "clean shifted to match" if align else "kept as they are (align=False)"
+            warnings.warn(f"paired folders, {len(problems)} problem(s) ({what}): " + "; ".join(problems), stacklevel=2)
+        if not self.pairs:
+            raise DereverbError(f"no matching file names in {clean_dir} and {reverb_dir}")
+
+    def _check(self, clean: Path, reverb: Path, tolerance_ms: float, max_lag_ms: float) -> tuple[int, list[str]]:
+        ci, ri = audio.info(clean), audio.info(reverb)
+        notes = []
+        if ci.sample_rate != ri.sample_rate:
+            notes.append(f"{reverb}: {ri.sample_rate} Hz but clean is {ci.sample_rate} Hz (both resampled)")
+        if abs(ci.duration - ri.duration) > max(0.1, 0.01 * ci.duration):
+            notes.append(f"{reverb}: {ri.duration:.2f} s but clean is {ci.duration:.2f} s (cut to the shorter)")
+        n = int(30 * self.sample_rate)
+        c = audio.read(clean, self.sample_rate, channel=0)[0][0, :n]
+        r = audio.read(reverb, self.sample_rate, channel=0)[0][0, :n]
+        lag = estimate_lag(r, c, int(max_lag_ms * 1e-3 * self.sample_rate))
+        if abs(lag) > tolerance_ms * 1e-3 * self.sample_rate:
+            notes.append(f"{reverb}: {'lags' if lag > 0 else 'leads'} clean by {abs(lag) / self.sample_rate * 1e3:.1f} ms")
+        return lag, notes
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        clean_path, reverb_path, lag = self.pairs[index]
+        clean = audio.read(clean_path, self.sample_rate, channel=0)[0][0]
+        reverb = audio.read(reverb_path, self.sample_rate, channel=0)[0][0]
+        clean = np.pad(clean, (lag, 0))[: len(clean) + lag] if lag >= 0 else clean[-lag:]
+        n = min(len(clean), len(reverb))
+        clean, reverb = clean[:n], reverb[:n]
+        if self.length is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            start = int(rng.integers(0, max(1, n - self.length + 1)))
+            pad = (0, max(0, self.length - n))
+            clean = np.pad(clean[start : start + self.length], pad)
+            reverb = np.pad(reverb[start : start + self.length], pad)
+        return {"reverb": torch.from_numpy(np.ascontiguousarray(reverb)),
+                "clean": torch.from_numpy(np.ascontiguousarray(clean))}
