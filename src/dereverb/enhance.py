@@ -1,0 +1,387 @@
+"""Dereverberation of arrays, files and folders with a trained model: :class:`Dereverberator`.
+
+A signal of any length goes through the network in overlapping segments (see
+:mod:`dereverb.chunking`), and files are read, resampled and written in blocks, so a one-hour
+recording never sits in memory.  Chunked and whole-signal outputs agree (tests/test_enhance.py).
+
+Waveforms are float32 ``(rows, samples)`` internally; rows are channels or batch items, each
+enhanced on its own.  The output always has the input's length (at the output rate).  Files are
+written atomically in two passes: the enhanced signal goes to a float scratch file beside the
+target while its peak is tracked, then to the target in the input's subtype, scaled down (with a
+warning) if it would clip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import audio, spectral
+from .chunking import ChunkConfig, Fifo, OverlapAdd, StreamResampler
+from .errors import DereverbError
+
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+PHASES = ("reverberant", "griffinlim", "model")
+BACKENDS = ("torch", "onnx")
+OUTPUT_RATES = ("input", "model")
+PEAK = 10 ** (-0.1 / 20)  # an output that would clip is scaled to this peak (-0.1 dBFS)
+# Dereverberation removes energy: no bin's enhanced magnitude may exceed the input's by more than
+# 20 dB, so digital silence stays silent and a model's glitch cannot make a noise burst.
+MAX_GAIN = 10.0
+
+
+def resolve_model(spec: str | Path | None) -> Path:
+    """A model file or run folder from ``--model NAME|PATH`` (``None``: the bundled default)."""
+    name = "default" if spec is None else str(spec)
+    if spec is not None and Path(name).exists():
+        return Path(name)
+    bundled = PRETRAINED_DIR / f"{name}.safetensors"
+    if os.sep not in name and bundled.is_file():
+        return bundled
+    if name == "default":
+        raise DereverbError(
+            f"{bundled}: the bundled model is not installed; pass --model PATH "
+            "(a .safetensors checkpoint, a run folder or an exported .onnx file)"
+        )
+    names = sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+    raise DereverbError(
+        f"{name}: no such model file or run folder, nor a bundled model name "
+        f"(bundled: {', '.join(names) or 'none'})"
+    )
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available else CPU; asking for a missing CUDA is a clear error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise DereverbError(f"--device {device!r}: not a device (auto, cpu, cuda)") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise DereverbError("--device cuda: no CUDA device is available here; use --device cpu")
+    return dev
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """What :meth:`Dereverberator.enhance_paths` did: files enhanced and skipped, seconds."""
+
+    files: int
+    skipped: int
+    audio_seconds: float
+    wall_seconds: float
+
+    @property
+    def real_time_factor(self) -> float:
+        """Processing time per second of audio (< 1 is faster than real time)."""
+        return self.wall_seconds / self.audio_seconds if self.audio_seconds else 0.0
+
+
+class Dereverberator:
+    """Enhance waveforms, files and folders with a :class:`~dereverb.model.DereverbModel`.
+
+    ``phase``: ``"reverberant"`` or ``"griffinlim"`` (fast Griffin-Lim started from the
+    reverberant phase) for magnitude models, ``"model"`` for complex ones; ``None`` takes the
+    model's first.  ``strength`` in [0, 1] mixes enhanced and input waveforms (1 = fully
+    dereverberated).  ``onnx_net``: a callable run in place of ``model.net`` (see export.py).
+    """
+
+    def __init__(self, model, device: str | torch.device = "auto", phase: str | None = None,
+                 strength: float = 1.0, chunk: ChunkConfig = ChunkConfig(), onnx_net=None):
+        modes = tuple(model.phase_modes)
+        if phase is not None and phase not in modes:
+            raise DereverbError(f"--phase {phase}: this model supports {' or '.join(modes)}")
+        if not 0.0 <= float(strength) <= 1.0:
+            raise DereverbError(f"--strength {strength}: must be between 0 and 1")
+        self.device = torch.device("cpu") if onnx_net is not None else resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.phase, self.strength, self.chunk = phase or modes[0], float(strength), chunk
+        self.onnx_net = onnx_net
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, device: str = "auto", phase: str | None = None,
+                        strength: float = 1.0, backend: str = "torch",
+                        chunk: ChunkConfig = ChunkConfig()) -> "Dereverberator":
+        """Load a bundled model name, a ``.safetensors`` checkpoint, a run folder or an ``.onnx`` file.
+
+        ``backend="onnx"`` runs the network with onnxruntime (a checkpoint is exported in memory;
+        an ``.onnx`` file always runs there).
+        """
+        from . import checkpoint, export
+
+        if backend not in BACKENDS:
+            raise DereverbError(f"--backend {backend}: choose {' or '.join(BACKENDS)}")
+        file = resolve_model(path)
+        if file.suffix == ".onnx":
+            model, net = export.load_onnx(file)
+            return cls(model, device, phase, strength, chunk, onnx_net=net)
+        model = checkpoint.load(file, device="cpu")
+        net = export.OnnxNet(export.to_onnx_bytes(model)) if backend == "onnx" else None
+        return cls(model, device, phase, strength, chunk, onnx_net=net)
+
+    @property
+    def sample_rate(self) -> int:
+        """The model's sample rate in Hz."""
+        return self.model.stft_config.sample_rate
+
+    # --- the network on one segment --------------------------------------------------------------
+
+    def _spectrum(self, spec: Tensor) -> Tensor:
+        """Complex ``(B, F_full, T)`` -> enhanced complex ``(B, F_full, T)``, at most ``MAX_GAIN`` x ``|spec|``."""
+        if self.onnx_net is None:
+            est = self.model(spec)
+        else:
+            feats = self.model.encode(spec)  # (B, C, n_freq, T)
+            n_f, n_t = feats.shape[-2:]
+            m = self.model.model_config.multiple
+            feats = torch.nn.functional.pad(feats, (0, -n_t % m, 0, -n_f % m))  # as UNet.forward pads
+            est = self.model.decode(self.onnx_net(feats)[..., :n_f, :n_t], spec)
+        ceiling = MAX_GAIN * spec.abs()
+        return est * (ceiling / est.abs().clamp_min(1e-20)).clamp(max=1.0)
+
+    @torch.inference_mode()
+    def _segment(self, wave: Tensor) -> Tensor:
+        """Enhance waveform rows ``(B, L)`` at the model rate -> ``(B, L)``."""
+        stft = self.model.stft
+        spec = stft(wave)  # (B, F_full, T)
+        est = self._spectrum(spec)
+        if self.phase == "griffinlim":
+            return spectral.griffin_lim(est.abs(), stft, wave.shape[-1],
+                                        n_iter=self.chunk.griffin_lim_iters, init_phase=spec)
+        return stft.inverse(est, length=wave.shape[-1])
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        """Enhance ``(B, L)`` float32 rows; all-zero rows stay exactly zero (silence in, silence out)."""
+        y = np.zeros_like(x)
+        active = np.flatnonzero(np.any(x != 0, axis=1))
+        frames = x.shape[1] // self.model.stft_config.hop_length + 1
+        per_call = max(1, self.chunk.batch_frames // frames)
+        for i in range(0, len(active), per_call):
+            idx = active[i : i + per_call]
+            wave = torch.from_numpy(x[idx]).to(self.device)
+            y[idx] = self._segment(wave).float().cpu().numpy()
+        return y
+
+    def _overlap_add(self) -> OverlapAdd:
+        geometry = self.chunk.geometry(self.model.stft_config.hop_length, self.model.model_config.multiple)
+        return OverlapAdd(self._rows, *(geometry or ()))
+
+    # --- streams and arrays ----------------------------------------------------------------------
+
+    def stream(self, blocks: Iterable[np.ndarray], rate: int, channels: int,
+               output_rate: str = "input") -> Iterator[np.ndarray]:
+        """Enhance a stream of ``(C, n)`` float32 blocks at ``rate`` Hz, block by block.
+
+        Yields ``(C, m)`` blocks at the input rate (``output_rate="input"``) or the model's; their
+        total length is the input's at that rate.  Non-finite samples raise :class:`DereverbError`.
+        """
+        if output_rate not in OUTPUT_RATES:
+            raise DereverbError(f"--output-rate {output_rate}: choose input or model")
+        out_rate = rate if output_rate == "input" else self.sample_rate
+        up = StreamResampler(rate, self.sample_rate, channels)
+        down = StreamResampler(self.sample_rate, out_rate, channels)
+        ola, wet, dry = self._overlap_add(), Fifo(channels), Fifo(channels)
+        for block in blocks:
+            if not np.isfinite(block).all():
+                raise DereverbError("input contains NaN or infinite samples")
+            x = up(block)  # (C, n') at the model rate
+            dry.push(block if out_rate == rate else x)
+            for y in ola.feed(x):
+                wet.push(down(y))
+                yield from self._mix(wet, dry)
+        x = up(last=True)
+        if out_rate != rate:
+            dry.push(x)
+        for y in ola.feed(x) + ola.flush():
+            wet.push(down(y))
+        wet.push(down(last=True))
+        if dry.size > wet.size:  # resampling there and back can come out a sample short
+            wet.push(np.zeros((channels, dry.size - wet.size), np.float32))
+        yield from self._mix(wet, dry)
+
+    def _mix(self, wet: Fifo, dry: Fifo) -> Iterator[np.ndarray]:
+        n = min(wet.size, dry.size)
+        if n:
+            y, x = wet.pop(n), dry.pop(n)
+            yield y if self.strength == 1.0 else self.strength * y + (1.0 - self.strength) * x
+
+    def __call__(self, x: np.ndarray | Tensor, sample_rate: int) -> np.ndarray | Tensor:
+        """Enhance ``(S,)``, ``(C, S)`` or ``(..., S)`` float audio at ``sample_rate`` Hz.
+
+        Returns the same type, shape, dtype (and device) as ``x``.  Rows are enhanced together,
+        so a batch of equal-length signals is one call.  An output that would clip is scaled down
+        with a warning.
+        """
+        is_tensor = isinstance(x, Tensor)
+        arr = x.detach().cpu().numpy() if is_tensor else np.asarray(x)
+        if arr.ndim == 0 or arr.shape[-1] == 0 or not np.issubdtype(arr.dtype, np.floating):
+            raise DereverbError("expected float audio of shape (S,) or (C, S) with at least one sample")
+        if int(sample_rate) <= 0:
+            raise DereverbError(f"sample_rate {sample_rate}: must be a positive number of Hz")
+        rows = np.ascontiguousarray(arr.reshape(-1, arr.shape[-1]), dtype=np.float32)  # (B, S)
+        step = self.chunk.block_frames
+        blocks = (rows[:, i : i + step] for i in range(0, rows.shape[1], step))
+        y = np.concatenate(list(self.stream(blocks, int(sample_rate), rows.shape[0])), axis=1)
+        y *= _gain(float(np.abs(y).max()), "output")
+        y = y.reshape(arr.shape).astype(arr.dtype, copy=False)
+        return torch.from_numpy(y).to(x.device) if is_tensor else y
+
+    # --- files and folders -----------------------------------------------------------------------
+
+    def enhance_file(self, src: str | Path, dst: str | Path, output_rate: str = "input", mono: bool = False,
+                     subtype: str | None = None, overwrite: bool = False) -> float:
+        """Enhance audio file ``src`` into ``dst`` atomically (``dst``'s folder is created).
+
+        ``subtype`` defaults to the input's (16/24/32-bit int or float, as ``dst``'s format
+        allows).  Never writes onto ``src``; an existing ``dst`` needs ``overwrite``.
+        Returns the input's duration in seconds.
+        """
+        src, dst = Path(src), Path(dst)
+        meta = audio.info(src)
+        _check_target(dst, [src], overwrite)
+        channels = 1 if mono else meta.channels
+        rate = meta.sample_rate if output_rate == "input" else self.sample_rate
+        _make_folder(dst.parent)
+        with _scratch(dst) as tmp:
+            peak, n = 0.0, 0
+            try:
+                with open(tmp, "wb") as f:
+                    for y in self.stream(_read_blocks(src, self.chunk.block_frames, mono), meta.sample_rate,
+                                         channels, output_rate):
+                        peak = max(peak, float(np.abs(y).max()))
+                        np.ascontiguousarray(y.T, dtype=np.float32).tofile(f)  # (n, C) interleaved
+                        n += y.shape[1]
+            except OSError as e:
+                raise DereverbError(f"{dst}: write failed ({e.strerror or e})") from e
+            gain = _gain(peak, str(dst))
+            data = np.memmap(tmp, np.float32, mode="r", shape=(n, channels))
+            with audio.BlockWriter(dst, rate, channels, subtype or meta.subtype) as w:
+                for i in range(0, n, self.chunk.block_frames):
+                    w.write(data[i : i + self.chunk.block_frames].T * gain)
+            del data
+        return meta.duration
+
+    def enhance_paths(self, inputs: Sequence[str | Path], out: str | Path, suffix: str = "",
+                      overwrite: bool = False, output_rate: str = "input", mono: bool = False,
+                      progress: bool = True) -> Summary:
+        """Enhance files and folders (recursive) into ``out``, mirroring each input folder's tree.
+
+        Every input's header is checked and the output folder probed before anything is written.
+        Outputs that exist are skipped (a rerun finishes an interrupted folder) unless ``overwrite``.
+        """
+        from tqdm import tqdm
+
+        jobs = plan_outputs(inputs, out, suffix)
+        for src, _ in jobs:
+            audio.info(src)
+        _probe_writable(Path(out).parent if jobs[0][1] == Path(out) else Path(out))
+        todo = [(s, d) for s, d in jobs if overwrite or not d.exists()]
+        start, seconds = time.perf_counter(), 0.0
+        for src, dst in tqdm(todo, unit="file", desc="enhance", disable=None if progress else True):
+            seconds += self.enhance_file(src, dst, output_rate, mono, overwrite=overwrite)
+        return Summary(len(todo), len(jobs) - len(todo), seconds, time.perf_counter() - start)
+
+
+def plan_outputs(inputs: Sequence[str | Path], out: str | Path, suffix: str = "") -> list[tuple[Path, Path]]:
+    """``(src, dst)`` for every audio file under ``inputs`` (files or folders, recursive).
+
+    A folder's files land under ``out`` at the same relative path; a file lands in ``out``.  With
+    one input file, ``out`` may name the output file itself (it then has an audio suffix).
+    ``suffix`` is added to each output's stem.  Refuses outputs that collide or hit an input.
+    """
+    out = Path(out)
+    first = Path(inputs[0]) if inputs else None
+    to_file = (len(inputs) == 1 and first.is_file() and not out.is_dir()
+               and out.suffix.lower() in audio.AUDIO_SUFFIXES)
+    if out.exists() and not out.is_dir() and not to_file:
+        raise DereverbError(f"{out}: is a file; -o needs an output folder")
+    jobs: list[tuple[Path, Path]] = []
+    for root in map(Path, inputs):
+        files = audio.list_audio(root)
+        if not files:
+            raise DereverbError(f"{root}: no audio files ({', '.join(audio.AUDIO_SUFFIXES)}) in this folder")
+        for f in files:
+            rel = Path(f.name) if root.is_file() else f.relative_to(root)
+            dst = out if to_file else out / rel.with_name(f"{rel.stem}{suffix}{rel.suffix}")
+            audio.format_for(dst)
+            jobs.append((f, dst))
+    seen: dict[Path, Path] = {}
+    for src, dst in jobs:
+        if dst in seen:
+            raise DereverbError(f"{dst}: two inputs would write here ({seen[dst]} and {src}); use separate runs")
+        seen[dst] = src
+    sources = [s for s, _ in jobs]
+    for _, dst in jobs:
+        _check_target(dst, sources, overwrite=True)
+    return jobs
+
+
+def _check_target(dst: Path, sources: Sequence[Path], overwrite: bool) -> None:
+    """Refuse a ``dst`` that is one of ``sources`` (whatever ``overwrite`` says), or exists."""
+    if dst.is_dir():
+        raise DereverbError(f"{dst}: is a folder, expected an output file name")
+    resolved = dst.resolve()
+    for src in sources:
+        if resolved == src.resolve() or (dst.exists() and os.path.samefile(dst, src)):
+            raise DereverbError(f"{dst}: is an input file; choose another output folder or a --suffix")
+    if dst.exists() and not overwrite:
+        raise DereverbError(f"{dst}: already exists; pass --overwrite to replace it")
+
+
+def _read_blocks(src: Path, block: int, mono: bool) -> Iterator[np.ndarray]:
+    for x in audio.blocks(src, block):
+        if not np.isfinite(x).all():
+            raise DereverbError(f"{src}: contains NaN or infinite samples")
+        yield audio.to_mono(x) if mono else x
+
+
+def _gain(peak: float, what: str) -> float:
+    """1, or the factor that brings ``peak`` to :data:`PEAK` (with a warning) when it would clip."""
+    if peak <= 1.0:
+        return 1.0
+    warnings.warn(f"{what}: peak {peak:.3f} would clip; scaled down by {20 * math.log10(peak / PEAK):.1f} dB",
+                  stacklevel=3)
+    return PEAK / peak
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DereverbError(f"{folder}: cannot create the output folder ({e.strerror or e})") from e
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create ``folder`` if needed and check a file can be created in it."""
+    _make_folder(folder)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise DereverbError(f"{folder}: cannot write to the output folder ({e.strerror or e})") from e
+
+
+@contextlib.contextmanager
+def _scratch(dst: Path) -> Iterator[Path]:
+    """A temporary file beside ``dst``, removed on exit whatever happens."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".f32.tmp", dir=dst.parent)
+    except OSError as e:
+        raise DereverbError(f"{dst.parent}: cannot write to the output folder ({e.strerror})") from e
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)

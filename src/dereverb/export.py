@@ -1,0 +1,135 @@
+"""ONNX export of the network core, and running it with onnxruntime.
+
+Only the U-Net goes into the graph: normalised features ``(B, C_in, F, T)`` in, raw network output
+``(B, C_out, F, T)`` out, with a dynamic batch and time axis (``F`` and ``T`` multiples of
+``2 ** depth``; :class:`~dereverb.enhance.Dereverberator` pads and crops).  The STFT, compression,
+normalisation and reconstruction stay outside in torch: complex STFT operators are what breaks
+ONNX exports of speech models, and keeping them out makes the graph plain convolutions.
+
+The file carries, in its ``dereverb`` metadata entry, the model's configs and normaliser
+statistics, so an ``.onnx`` file alone runs inference (``Dereverberator.from_pretrained("x.onnx")``).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .audio import atomic_path
+from .config import to_dict
+from .errors import DereverbError
+
+META_KEY = "dereverb"
+FORMAT_VERSION = 1
+OPSET = 17
+
+
+def _metadata(model) -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "stft": to_dict(model.stft_config),
+        "features": to_dict(model.feature_config),
+        "model": to_dict(model.model_config),
+        "normalizer": model.normalizer.to_dict(),
+    }
+
+
+def to_onnx_bytes(model, opset: int = OPSET) -> bytes:
+    """Serialise ``model.net`` (a :class:`~dereverb.model.DereverbModel`'s U-Net) as ONNX bytes."""
+    try:
+        import onnx
+    except ImportError as e:
+        raise DereverbError("ONNX export needs the onnx package: pip install 'dereverb[onnx]'") from e
+    if opset < 17:
+        raise DereverbError(f"--opset {opset}: dereverb exports with opset 17 or newer")
+    net = copy.deepcopy(model.net).cpu().float().eval()
+    net.to(memory_format=torch.contiguous_format)
+    net.channels_last = False
+    cfg, m = model.model_config, model.model_config.multiple
+    n_freq = -(-model.stft_config.n_freq // m) * m
+    example = torch.zeros(1, cfg.in_channels, n_freq, 2 * m)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(
+            net, (example,), buf, dynamo=False, opset_version=opset,
+            input_names=["features"], output_names=["output"],
+            dynamic_axes={"features": {0: "batch", 3: "frames"}, "output": {0: "batch", 3: "frames"}},
+        )
+    proto = onnx.load_from_string(buf.getvalue())
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = META_KEY, json.dumps(_metadata(model))
+    proto.doc_string = "dereverb U-Net core: normalised STFT features (B, C, F, T) -> network output"
+    return proto.SerializeToString()
+
+
+def export_onnx(model, path: str | Path, opset: int = OPSET) -> Path:
+    """Write ``model``'s network core to ``path`` (atomic).  Returns the path."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise DereverbError(f"{path}: an ONNX model file name ends in .onnx")
+    data = to_onnx_bytes(model, opset)
+    with atomic_path(path) as tmp:
+        try:
+            tmp.write_bytes(data)
+        except OSError as e:
+            raise DereverbError(f"{path}: write failed ({e.strerror or e})") from e
+    return path
+
+
+class OnnxNet:
+    """The exported network run by onnxruntime on the CPU: ``(B, C, F, T)`` tensor -> tensor.
+
+    ``source``: ONNX bytes or a file path.  ``meta``: the file's ``dereverb`` metadata.
+    """
+
+    def __init__(self, source: bytes | str | Path, threads: int | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise DereverbError("--backend onnx needs onnxruntime: pip install 'dereverb[onnx]'") from e
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        where = "exported model" if isinstance(source, bytes) else str(source)
+        try:
+            self.session = ort.InferenceSession(source if isinstance(source, bytes) else str(source), opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own types for unreadable graphs
+            raise DereverbError(f"{where}: not a readable ONNX model ({e.__class__.__name__})") from e
+        self.input = self.session.get_inputs()[0].name
+        raw = self.session.get_modelmeta().custom_metadata_map.get(META_KEY)
+        self.meta = json.loads(raw) if raw else None
+
+    def __call__(self, feats: Tensor) -> Tensor:
+        out = self.session.run(None, {self.input: feats.detach().float().cpu().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+def load_onnx(path: str | Path):
+    """``(model, net)`` from an exported file: the :class:`~dereverb.model.DereverbModel` around the
+    network (STFT, features, normaliser; its own U-Net weights unused) and the :class:`OnnxNet`."""
+    from . import checkpoint
+    from .spectral import Normalizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise DereverbError(f"{path}: no such ONNX model file")
+    net = OnnxNet(path)
+    if net.meta is None:
+        raise DereverbError(f"{path}: an ONNX file without dereverb metadata; export it with dereverb export")
+    if net.meta.get("format_version", 0) > FORMAT_VERSION:
+        raise DereverbError(f"{path}: exported with a newer dereverb; upgrade dereverb")
+    model = checkpoint.build(net.meta, str(path))
+    try:
+        model.normalizer = Normalizer.from_dict(net.meta["normalizer"], model.stft_config.n_freq)
+    except (KeyError, RuntimeError, TypeError) as e:
+        raise DereverbError(f"{path}: normaliser statistics missing or malformed in the metadata") from e
+    return model.eval(), net

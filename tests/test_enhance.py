@@ -1,0 +1,233 @@
+"""Dereverberator: chunked == whole-signal, lengths, rates, channels, strength, silence, clipping,
+streaming files with subtypes preserved, and refusals that protect inputs."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile as sf
+import torch
+
+from dereverb import audio, checkpoint
+from dereverb.chunking import ChunkConfig, OverlapAdd
+from dereverb.config import FeatureConfig, StftConfig
+from dereverb.enhance import PEAK, PRETRAINED_DIR, Dereverberator
+from dereverb.errors import DereverbError
+from dereverb.model import DereverbModel, model_config
+
+SMALL_CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)  # tiny model grid: 16
+
+
+def tiny_model(output: str = "mapping", seed: int = 0) -> DereverbModel:
+    """A random tiny model with realistic normaliser statistics and non-trivial batch norms."""
+    torch.manual_seed(seed)
+    model = DereverbModel(StftConfig(), FeatureConfig(), model_config("tiny", output=output))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        if output != "complex":
+            model.normalizer.mean.fill_(-45.0)
+            model.normalizer.std.fill_(18.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def reverberant(speech, rir_16k) -> np.ndarray:
+    """5 s of real speech convolved with a real church RIR, peak 0.5: ``(S,)`` float32 at 16 kHz."""
+    x = scipy.signal.fftconvolve(speech[0], rir_16k)[: len(speech[0])]
+    return (0.5 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def d() -> Dereverberator:
+    return Dereverberator(tiny_model(), device="cpu", chunk=SMALL_CHUNKS)
+
+
+def rel_rms(a, b) -> float:
+    return float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2)))
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_chunked_equals_whole_signal_without_a_seam(d, reverberant):
+    x = np.tile(reverberant, 2)  # 10 s: 625 frames, several 160-frame segments
+    whole = Dereverberator(d.model, device="cpu", chunk=ChunkConfig(chunk_frames=0))(x, 16000)
+    chunked = d(x, 16000)
+    assert rel_rms(chunked, whole) < 1e-3
+    # no seam: the worst frame anywhere is as close as the average (spectrogram frame energy, dB)
+    frame = lambda y: 10 * np.log10(np.mean(np.abs(torch.stft(torch.from_numpy(y), 512, 128,
+        window=torch.hann_window(512), return_complex=True).numpy()) ** 2, axis=0) + 1e-12)
+    assert np.max(np.abs(frame(chunked) - frame(whole))) < 0.01
+
+
+def test_overlap_add_segments_are_bounded_and_exact_for_identity():
+    seen = []
+    ola = OverlapAdd(lambda x: seen.append(x.shape[1]) or x * 2, seg=1000, step=600, margin=100)
+    x = np.random.default_rng(0).standard_normal((2, 7777)).astype(np.float32)
+    out = [y for i in range(0, 7777, 333) for y in ola.feed(x[:, i : i + 333])] + ola.flush()
+    y = np.concatenate(out, axis=1)
+    assert y.shape == x.shape and max(seen) <= 1000
+    np.testing.assert_allclose(y, 2 * x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+def test_any_rate_keeps_length_shape_and_dtype(d, reverberant, rate):
+    x = audio.resample(reverberant[:24001], 16000, rate)[: rate + 7]  # odd lengths
+    x2 = np.stack([x, 0.5 * x]).astype(np.float64)
+    y = d(x2, rate)
+    assert y.shape == x2.shape and y.dtype == np.float64 and np.isfinite(y).all()
+    y1 = d(x2[0], rate)
+    assert y1.shape == x2[0].shape
+    np.testing.assert_allclose(y1, y[0], atol=1e-6)
+
+
+def test_tensor_in_tensor_out_and_batches(d, reverberant):
+    a, b = reverberant[:20000], reverberant[20000:40000]
+    y = d(torch.from_numpy(np.stack([a, b])), 16000)
+    assert isinstance(y, torch.Tensor) and y.shape == (2, 20000) and y.dtype == torch.float32
+    np.testing.assert_allclose(y[1].numpy(), d(b, 16000), atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [16000, 44100])
+def test_strength_mixes_aligned_waveforms(reverberant, rate):
+    x = audio.resample(reverberant[:32000], 16000, rate)
+    model = tiny_model()
+    full = Dereverberator(model, "cpu", chunk=SMALL_CHUNKS)(x, rate)
+    none = Dereverberator(model, "cpu", strength=0.0, chunk=SMALL_CHUNKS)(x, rate)
+    half = Dereverberator(model, "cpu", strength=0.5, chunk=SMALL_CHUNKS)(x, rate)
+    np.testing.assert_array_equal(none, x)  # strength 0 gives the input back, sample for sample
+    np.testing.assert_allclose(half, 0.5 * full + 0.5 * x, atol=1e-6)
+    with pytest.raises(DereverbError, match="strength"):
+        Dereverberator(model, "cpu", strength=1.5)
+
+
+def test_silence_in_silence_out(d, reverberant):
+    x = np.zeros((2, 40000), np.float32)
+    x[1, 10000:30000] = reverberant[:20000]
+    y = d(x, 16000)
+    assert np.isfinite(y).all()
+    assert not y[0].any()  # exactly zero, no noise burst
+    assert not y[1, :9000].any() and not y[1, 31000:].any()  # digital silence inside a signal too
+    assert np.abs(y[1]).max() > 1e-3
+
+
+def test_phase_modes(reverberant):
+    x = reverberant[:16000]
+    gl = Dereverberator(tiny_model(), "cpu", phase="griffinlim", chunk=SMALL_CHUNKS)(x, 16000)
+    rev = Dereverberator(tiny_model(), "cpu", phase="reverberant", chunk=SMALL_CHUNKS)(x, 16000)
+    assert gl.shape == x.shape and np.isfinite(gl).all() and rel_rms(gl, rev) > 1e-3
+    with pytest.raises(DereverbError, match="supports reverberant or griffinlim"):
+        Dereverberator(tiny_model(), "cpu", phase="model")
+    cplx = Dereverberator(tiny_model("complex"), "cpu", chunk=SMALL_CHUNKS)
+    assert cplx.phase == "model" and cplx(x, 16000).shape == x.shape
+    with pytest.raises(DereverbError, match="supports model"):
+        Dereverberator(tiny_model("complex"), "cpu", phase="reverberant")
+
+
+def test_would_clip_is_scaled_down_with_a_warning(reverberant):
+    d = Dereverberator(tiny_model(), "cpu", chunk=SMALL_CHUNKS)
+    d._spectrum = lambda spec: 4 * spec  # a "model" that amplifies
+    x = reverberant[:16000] / np.abs(reverberant[:16000]).max() * 0.9
+    with pytest.warns(UserWarning, match="would clip"):
+        y = d(x, 16000)
+    assert np.abs(y).max() == pytest.approx(PEAK, rel=1e-6)
+    np.testing.assert_allclose(y, x * PEAK / np.abs(x).max(), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.array([np.nan, 0.0]), np.zeros(0), np.zeros(10, np.int16)])
+def test_bad_arrays_are_clear_errors(d, bad):
+    with pytest.raises(DereverbError):
+        d(bad, 16000)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])
+def test_file_streams_in_blocks_and_keeps_subtype(tmp_path, reverberant, subtype):
+    x = np.stack([reverberant, reverberant[::-1]])  # (2, S)
+    x = audio.resample(x, 16000, 44100)
+    src, dst = tmp_path / "in.wav", tmp_path / "out" / "in.wav"
+    sf.write(src, x.T, 44100, subtype=subtype)
+    digest = sha(src)
+    d = Dereverberator(tiny_model(), "cpu", chunk=ChunkConfig(160, 24, 16, block_frames=5000))
+    seconds = d.enhance_file(src, dst)
+    assert seconds == pytest.approx(x.shape[1] / 44100)
+    info = sf.info(dst)
+    assert (info.subtype, info.samplerate, info.channels, info.frames) == (subtype, 44100, 2, x.shape[1])
+    expected = d(audio.read(src)[0], 44100)
+    got = audio.read(dst)[0]
+    tol = {"PCM_16": 1e-4, "PCM_24": 1e-6}.get(subtype, 1e-6)
+    assert np.abs(got - expected).max() < tol
+    assert sha(src) == digest
+    assert sorted(p.name for p in dst.parent.iterdir()) == ["in.wav"]  # no scratch files left
+
+
+def test_file_mono_and_model_rate(tmp_path, reverberant):
+    x = audio.resample(np.stack([reverberant, reverberant]), 16000, 48000)
+    src = tmp_path / "in.flac"
+    sf.write(src, x.T, 48000, subtype="PCM_24")
+    d = Dereverberator(tiny_model(), "cpu", chunk=SMALL_CHUNKS)
+    d.enhance_file(src, tmp_path / "mono.flac", mono=True, output_rate="model")
+    info = sf.info(tmp_path / "mono.flac")
+    assert (info.channels, info.samplerate, info.subtype) == (1, 16000, "PCM_24")
+    assert info.frames == len(audio.resample(x[0], 48000, 16000))
+
+
+def test_file_refusals_protect_inputs(tmp_path, reverberant):
+    src = tmp_path / "a.wav"
+    sf.write(src, reverberant, 16000)
+    digest = sha(src)
+    d = Dereverberator(tiny_model(), "cpu", chunk=SMALL_CHUNKS)
+    for dst, overwrite in [(src, True), (tmp_path / "." / "a.wav", True)]:
+        with pytest.raises(DereverbError, match="is an input file"):
+            d.enhance_file(src, dst, overwrite=overwrite)
+    other = tmp_path / "b.wav"
+    other.write_bytes(b"keep me")
+    with pytest.raises(DereverbError, match="already exists"):
+        d.enhance_file(src, other)
+    assert other.read_bytes() == b"keep me" and sha(src) == digest
+    d.enhance_file(src, other, overwrite=True)
+    assert sf.info(other).frames == len(reverberant)
+
+
+def test_nan_inside_a_file_leaves_nothing_behind(tmp_path, reverberant):
+    x = reverberant.copy()
+    x[50000] = np.nan
+    src, out = tmp_path / "nan.wav", tmp_path / "out"
+    sf.write(src, x, 16000, subtype="FLOAT")
+    d = Dereverberator(tiny_model(), "cpu", chunk=ChunkConfig(160, 24, 16, block_frames=4096))
+    with pytest.raises(DereverbError, match="NaN"):
+        d.enhance_file(src, out / "nan.wav")
+    assert list(out.iterdir()) == []
+
+
+def test_from_pretrained_file_and_run_folder(tmp_path, reverberant):
+    model = tiny_model()
+    (tmp_path / "run").mkdir()
+    checkpoint.save(tmp_path / "run" / "best.safetensors", model)
+    x = reverberant[:20000]
+    ref = Dereverberator(model, "cpu")(x, 16000)
+    for path in (tmp_path / "run", tmp_path / "run" / "best.safetensors"):
+        np.testing.assert_allclose(Dereverberator.from_pretrained(path, device="cpu")(x, 16000), ref, atol=1e-6)
+    with pytest.raises(DereverbError, match="no such model"):
+        Dereverberator.from_pretrained(tmp_path / "missing.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(DereverbError, match="bad.safetensors"):
+        Dereverberator.from_pretrained(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.skipif((PRETRAINED_DIR / "default.safetensors").exists(), reason="bundled model present")
+def test_missing_bundled_model_is_a_clear_error():
+    with pytest.raises(DereverbError, match="bundled model is not installed"):
+        Dereverberator.from_pretrained()
+
+
+def test_chunk_geometry_is_checked():
+    with pytest.raises(DereverbError, match="too short"):
+        Dereverberator(tiny_model(), "cpu", chunk=ChunkConfig(chunk_frames=40, margin_frames=8, fade_frames=8))(
+            np.ones(20000, np.float32) * 0.1, 16000)

@@ -1,0 +1,94 @@
+"""ONNX export of the network core: the graph, its metadata, and onnxruntime == torch within 1e-4."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from dereverb import checkpoint, export
+from dereverb.chunking import ChunkConfig
+from dereverb.cli import main
+from dereverb.config import FeatureConfig, StftConfig
+from dereverb.enhance import Dereverberator
+from dereverb.errors import DereverbError
+from dereverb.model import DereverbModel, model_config
+
+CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)
+
+
+def tiny_model(output: str = "mapping") -> DereverbModel:
+    torch.manual_seed(1)
+    model = DereverbModel(StftConfig(), FeatureConfig(), model_config("tiny", output=output))
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+        if output != "complex":
+            model.normalizer.mean.fill_(-45.0)
+            model.normalizer.std.fill_(18.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def signal(speech) -> np.ndarray:
+    return (speech[0][:40000] * 0.8).astype(np.float32)
+
+
+@pytest.mark.parametrize("output", ["mapping", "mask", "complex"])
+def test_onnxruntime_matches_torch(output, signal):
+    model = tiny_model(output)
+    torch_out = Dereverberator(model, "cpu", chunk=CHUNKS)(signal, 16000)
+    net = export.OnnxNet(export.to_onnx_bytes(model))
+    onnx_out = Dereverberator(model, chunk=CHUNKS, onnx_net=net)(signal, 16000)
+    assert np.abs(onnx_out - torch_out).max() < 1e-4
+    # the network core alone, on a length other than the export example's
+    feats = torch.randn(2, model.model_config.in_channels, 256, 96)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(feats).numpy(), model.net(feats).numpy(), atol=1e-4)
+
+
+def test_exported_file_graph_and_metadata(tmp_path, signal):
+    model = tiny_model()
+    path = export.export_onnx(model, tmp_path / "m.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[3].dim_param == "frames" and dims[2].dim_value == 256
+    assert not any(n.op_type in ("STFT", "DFT") for n in proto.graph.node)  # STFT stays outside
+    # the file alone runs inference, equal to the torch model
+    loaded = Dereverberator.from_pretrained(path, chunk=CHUNKS)
+    assert loaded.onnx_net is not None
+    ref = Dereverberator(model, "cpu", chunk=CHUNKS)(signal, 16000)
+    assert np.abs(loaded(signal, 16000) - ref).max() < 1e-4
+
+
+def test_backend_onnx_from_a_checkpoint(tmp_path, signal):
+    model = tiny_model()
+    checkpoint.save(tmp_path / "m.safetensors", model)
+    d = Dereverberator.from_pretrained(tmp_path / "m.safetensors", backend="onnx", chunk=CHUNKS)
+    ref = Dereverberator(model, "cpu", chunk=CHUNKS)(signal, 16000)
+    assert np.abs(d(signal, 16000) - ref).max() < 1e-4
+
+
+def test_export_cli(tmp_path, capsys):
+    checkpoint.save(tmp_path / "m.safetensors", tiny_model())
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--format", "onnx", "-o", str(out), "--model", str(tmp_path / "m.safetensors")]) == 0
+    assert out.is_file() and "wrote" in capsys.readouterr().out
+    assert main(["export", "-o", str(tmp_path / "x.onnx"), "--model", str(tmp_path / "none.safetensors")]) == 2
+    assert main(["export", "-o", str(tmp_path / "x.txt"), "--model", str(tmp_path / "m.safetensors")]) == 2
+    assert "ends in .onnx" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.txt").exists()
+
+
+def test_bad_onnx_files_are_clear_errors(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a graph")
+    with pytest.raises(DereverbError, match="bad.onnx: not a readable ONNX model"):
+        Dereverberator.from_pretrained(bad)
+    with pytest.raises(DereverbError, match="no such model"):
+        Dereverberator.from_pretrained(tmp_path / "missing.onnx")
