@@ -1,0 +1,493 @@
+"""Training: one linear loop from a :class:`RunConfig` to a run folder; DDP under torchrun.
+
+Run folder ``runs/<name>/``: ``config.yaml`` (resolved), ``last.safetensors`` and
+``best.safetensors`` (model files, see :mod:`dereverb.checkpoint`), ``state.pt`` (resume state:
+weights, optimisers, step, RNG), ``train.log``, ``tb/`` (TensorBoard scalars) and
+``samples/step_NNNNNNN/`` (audio and spectrograms of a few validation items).
+
+Reproducibility: the data stream restarts at every checkpoint with ``set_epoch(step)`` (a seed
+derived from ``(train.seed, step)``), and the RNG state is saved with the weights, so a run that
+is killed and rerun ends with the same weights as one that never stopped (on CPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch.utils.data import DataLoader, Subset
+
+from . import checkpoint, losses
+from . import audio
+from .audio import atomic_path
+from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, to_dict
+from .data import DataConfig, PairedFolder, build_train_dataset, build_valid_set
+from .errors import DereverbError
+from .model import DereverbModel, ModelConfig, PatchDiscriminator, autocast, autocast_dtype, model_config
+
+
+@dataclasses.dataclass(frozen=True)
+class GanConfig:
+    """pix2pix variant (Ernst et al. 2018, sec. 3.2): PatchGAN on (reverberant, output) features."""
+
+    enabled: bool = False
+    loss: str = "lsgan"
+    l1_weight: float = 100.0
+    lr: float = 2e-4
+    base_channels: int = 64
+    n_layers: int = 3
+    norm: str = "batch"
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+    """Where training pairs come from: ``onthefly`` (``data`` section) or ``paired`` folders."""
+
+    kind: str = "onthefly"
+    clean_dir: str = ""
+    reverb_dir: str = ""
+    align: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and bookkeeping.  ``precision``: ``auto`` (bf16 + channels_last on AMX CPUs,
+    bf16/fp16 AMP on CUDA, else fp32), ``fp32``, ``bf16``.  ``best_metric``: ``si_sdr`` (higher
+    is better) or ``lsd`` (lower)."""
+
+    name: str = "run"
+    seed: int = 0
+    steps: int = 20000
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.01
+    warmup_steps: int = 500
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 5.0
+    loss: str = "l1"
+    mrstft_weight: float = 0.0
+    si_sdr_weight: float = 0.0
+    gan: GanConfig = GanConfig()
+    precision: str = "auto"
+    device: str = "auto"
+    num_workers: int = 0
+    norm_batches: int = 8
+    checkpoint_every: int = 500
+    valid_every: int = 500
+    valid_count: int = 16
+    valid_seed: int = 1234
+    best_metric: str = "si_sdr"
+    samples: int = 2
+    pesq: bool = True
+    log_every: int = 50
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
+            (self.best_metric in ("si_sdr", "lsd"), "train.best_metric must be si_sdr or lsd"),
+            (self.loss in ("l1", "mse"), "train.loss must be l1 or mse"),
+            (min(self.steps, self.batch_size, self.checkpoint_every, self.valid_every, self.log_every) > 0,
+             "train.steps/batch_size/checkpoint_every/valid_every/log_every must be > 0"),
+            (self.valid_count >= 0 and self.norm_batches > 0, "train.valid_count >= 0, train.norm_batches > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DereverbError(message)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs; ``valid`` falls back to ``data`` when it lists no speech."""
+
+    stft: StftConfig = StftConfig()
+    features: FeatureConfig = FeatureConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    valid: DataConfig = DataConfig()
+    source: SourceConfig = SourceConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """A recipe YAML plus ``key=value`` overrides; ``model.preset: NAME`` starts from a named model."""
+    data = apply_overrides(load_yaml(path) if path else {}, list(overrides))
+    model = dict(data.get("model") or {})
+    if "preset" in model:
+        data["model"] = to_dict(model_config(str(model.pop("preset")), **model))
+    return from_dict(RunConfig, data)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate for ``step``: linear warm-up to ``lr``, then cosine decay to ``lr * min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# --- set-up helpers ------------------------------------------------------------------------------
+
+
+def _distributed(device: str) -> tuple[int, int, torch.device]:
+    """``(rank, world_size, device)``; joins the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    dev = torch.device(f"cuda:{local}" if cuda else ("cpu" if device == "auto" else device))
+    if world > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return (dist.get_rank() if world > 1 else 0), world, dev
+
+
+def _train_source(cfg: RunConfig, rank: int, world: int):
+    """The training dataset (built before any other work so bad paths fail first)."""
+    if cfg.source.kind == "onthefly":
+        return build_train_dataset(cfg.data, cfg.stft, cfg.train.seed, rank, world)
+    if cfg.source.kind == "paired":
+        if not (cfg.source.clean_dir and cfg.source.reverb_dir):
+            raise DereverbError("source.kind paired needs source.clean_dir and source.reverb_dir")
+        return PairedFolder(cfg.source.clean_dir, cfg.source.reverb_dir, cfg.stft.sample_rate,
+                            cfg.data.segment_seconds, cfg.train.seed, cfg.source.align)
+    raise DereverbError(f"source.kind must be onthefly or paired, got {cfg.source.kind!r}")
+
+
+def _valid_set(cfg: RunConfig, train_set) -> list[dict]:
+    if cfg.train.valid_count == 0:
+        return []
+    if cfg.valid.speech:
+        return build_valid_set(cfg.valid, cfg.stft, cfg.train.valid_seed, cfg.train.valid_count)
+    if cfg.source.kind == "paired":
+        return [train_set[i] for i in range(min(len(train_set), cfg.train.valid_count))]
+    return build_valid_set(cfg.data, cfg.stft, cfg.train.valid_seed, cfg.train.valid_count)
+
+
+def _batches(dataset, cfg: TrainConfig, step: int, rank: int, world: int):
+    """An iterator over batches of the stream that starts at ``step`` (seed from (seed, step))."""
+    dataset.set_epoch(step)
+    if isinstance(dataset, PairedFolder):  # map-style: a seeded permutation, one slice per rank
+        order = np.random.default_rng([cfg.seed, step]).permutation(len(dataset))
+        dataset = Subset(dataset, order[rank::world].tolist())
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
+                        generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+    return iter(loader)
+
+
+def _precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, channels_last)``."""
+    if cfg.precision == "fp32":
+        return None, False
+    dtype = autocast_dtype(device) if cfg.precision == "auto" else torch.bfloat16
+    return dtype, device.type == "cpu" and dtype is not None
+
+
+def _pairs(batch: dict, model: DereverbModel, device: torch.device):
+    """Waveform batch ``{"reverb","clean"}`` (B, S) -> spectrograms (B, F_full, T) and waveforms."""
+    reverb, clean = batch["reverb"].to(device).float(), batch["clean"].to(device).float()
+    return model.stft(reverb), model.stft(clean), clean
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validate(model: DereverbModel, items: list[dict], device: torch.device,
+             with_pesq: bool) -> tuple[dict[str, float], list[torch.Tensor]]:
+    """Mean SI-SDR (dB) and log-spectral distance (dB), plus PESQ/ESTOI when dereverb.metrics loads."""
+    model.eval()
+    metrics = _metrics_module() if with_pesq else None
+    rows, outputs = [], []
+    for item in items:
+        reverb, clean = item["reverb"].to(device)[None], item["clean"].to(device)[None]  # (1, S)
+        est = model.enhance_wave(reverb)
+        row = {"si_sdr": losses.si_sdr(est, clean).item(),
+               "lsd": losses.log_spectral_distance(model.stft(est).abs(), model.stft(clean).abs()).item()}
+        if metrics is not None:
+            ref, out, sr = clean[0].cpu().numpy(), est[0].cpu().numpy(), model.stft_config.sample_rate
+            row.update(pesq=float(metrics.pesq(ref, out, sr)), estoi=float(metrics.estoi(ref, out, sr)))
+        rows.append(row)
+        outputs.append(est[0].cpu())
+    model.train()
+    means = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+    return means, outputs
+
+
+def _metrics_module():
+    try:
+        from . import metrics
+    except ImportError:
+        return None
+    return metrics
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
+    """Train (or resume) the run in ``run_dir``; returns the final validation metrics."""
+    tc = cfg.train
+    rank, world, device = _distributed(tc.device)
+    run_dir = Path(run_dir)
+    _check_run_dir(run_dir, cfg)
+    train_set = _train_source(cfg, rank, world)
+    valid = _valid_set(cfg, train_set) if rank == 0 else []
+    log = RunLog(run_dir, cfg, enabled=rank == 0, progress=tc.progress)
+
+    torch.manual_seed(tc.seed)
+    model = DereverbModel(cfg.stft, cfg.features, cfg.model).to(device)
+    dtype, channels_last = _precision(tc, device)
+    model.set_channels_last(channels_last)
+    opt = torch.optim.AdamW(model.net.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay,
+                            fused=device.type in ("cpu", "cuda"))
+    disc = opt_d = None
+    if tc.gan.enabled:
+        disc = PatchDiscriminator(cfg.model.out_channels, tc.gan.base_channels, tc.gan.n_layers, tc.gan.norm).to(device)
+        opt_d = torch.optim.AdamW(disc.parameters(), lr=tc.gan.lr, betas=(0.5, 0.999), weight_decay=0.0)
+    scaler = torch.amp.GradScaler(enabled=dtype == torch.float16)
+
+    step, best = 0, None
+    state_path = run_dir / "state.pt"
+    if state_path.is_file():
+        state = checkpoint.load_state(state_path)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if disc is not None and "disc" in state:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_disc"])
+        step, best = int(state["step"]), state.get("best")
+        torch.set_rng_state(state["rng"])
+        log.info(f"resumed from step {step}")
+    else:
+        fit = _batches(train_set, tc, 0, 0, 1)
+        specs = torch.cat([_pairs(next(fit), model, device)[0] for _ in range(tc.norm_batches)])
+        model.fit_normalizer(specs)  # reverberant statistics of the training stream
+        if world > 1:  # every rank uses rank 0's statistics
+            dist.broadcast(model.normalizer.mean, 0)
+            dist.broadcast(model.normalizer.std, 0)
+        if valid:
+            rows = [_unprocessed(model, item, device) for item in valid]
+            base = {k: float(np.mean([r[k] for r in rows])) for k in ("si_sdr", "lsd")}
+            log.info(f"unprocessed validation: si_sdr {base['si_sdr']:.2f} dB, lsd {base['lsd']:.2f} dB")
+
+    net = model.net if world == 1 else torch.nn.parallel.DistributedDataParallel(model.net)
+    dnet = disc if disc is None or world == 1 else torch.nn.parallel.DistributedDataParallel(disc)
+    mrstft = losses.MultiResolutionStftLoss().to(device)
+    model.train()
+    batches = _batches(train_set, tc, step, rank, world)
+    log.start(step, tc.steps)
+    last_metrics: dict[str, float] = {}
+    tick = time.perf_counter()
+    while step < tc.steps:
+        try:
+            batch = next(batches)
+        except StopIteration:  # a finite source: start its next pass, seeded by the step
+            batches = _batches(train_set, tc, step, rank, world)
+            batch = next(batches)
+        reverb, clean, clean_wave = _pairs(batch, model, device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, tc)
+        x, y = model.encode(reverb), model.encode(clean)  # (B, C, F, T) normalised features
+        with autocast(device, dtype):
+            out = net(x)
+        pred = model.output_features(out, reverb)  # float32, comparable with y
+        parts = {"spec": losses.spectral_loss(pred, y, tc.loss)}
+        if tc.mrstft_weight or tc.si_sdr_weight:
+            est = model.stft.inverse(model.decode(out, reverb), length=clean_wave.shape[-1])
+            if tc.mrstft_weight:
+                parts["mrstft"] = tc.mrstft_weight * mrstft(est, clean_wave)
+            if tc.si_sdr_weight:
+                parts["si_sdr"] = tc.si_sdr_weight * losses.si_sdr_loss(est, clean_wave)
+        if dnet is not None:
+            with autocast(device, dtype):
+                d_loss = losses.discriminator_loss(dnet(x, y), dnet(x, pred.detach()), tc.gan.loss)
+            opt_d.zero_grad(set_to_none=True)
+            scaler.scale(d_loss).backward()
+            scaler.step(opt_d)
+            with autocast(device, dtype):
+                fake_logits = dnet(x, pred)
+            parts["spec"] = losses.generator_loss(fake_logits, pred, y, tc.gan.l1_weight, tc.gan.loss)
+            parts["disc"] = d_loss.detach()
+        loss = sum(v for k, v in parts.items() if k != "disc")
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.net.parameters(), tc.grad_clip)
+        loss_value = _mean_over_ranks(loss.detach(), world)
+        if not math.isfinite(loss_value):
+            log.close()
+            raise DereverbError(f"training diverged: loss is {loss_value} at step {step + 1}; the last good "
+                                f"checkpoint is kept in {run_dir} (lower train.lr or raise train.warmup_steps)")
+        scaler.step(opt)
+        scaler.update()
+        step += 1
+
+        done = step == tc.steps
+        rate = tc.batch_size * world / max(1e-9, time.perf_counter() - tick)
+        tick = time.perf_counter()
+        log.step(step, loss_value, rate, lr_at(step - 1, tc), float(grad_norm),
+                 {k: float(v.detach()) for k, v in parts.items()}, tc.log_every)
+        if rank == 0 and (step % tc.valid_every == 0 or done) and valid:
+            last_metrics, outputs = validate(model, valid, device, tc.pesq)
+            score = last_metrics[tc.best_metric] * (1 if tc.best_metric == "si_sdr" else -1)
+            log.valid(step, last_metrics)
+            write_samples(run_dir / "samples" / f"step_{step:07d}", valid[: tc.samples], outputs, model)
+            if best is None or score > best:
+                best = score
+                checkpoint.save(run_dir / "best.safetensors", model, _meta(cfg, step, last_metrics))
+        if rank == 0 and (step % tc.checkpoint_every == 0 or done):
+            checkpoint.save(run_dir / "last.safetensors", model, _meta(cfg, step, last_metrics))
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+                     "rng": torch.get_rng_state()}
+            if disc is not None:
+                state.update(disc=disc.state_dict(), opt_disc=opt_d.state_dict())
+            checkpoint.save_state(state_path, state)
+        if step % tc.checkpoint_every == 0 and not done:  # the stream restarts where a resume would
+            batches = _batches(train_set, tc, step, rank, world)
+        if world > 1 and (step % tc.valid_every == 0 or step % tc.checkpoint_every == 0 or done):
+            dist.barrier()
+    log.close()
+    return last_metrics
+
+
+def _unprocessed(model: DereverbModel, item: dict, device: torch.device) -> dict[str, float]:
+    reverb, clean = item["reverb"].to(device)[None], item["clean"].to(device)[None]  # (1, S)
+    return {"si_sdr": losses.si_sdr(reverb, clean).item(),
+            "lsd": losses.log_spectral_distance(model.stft(reverb).abs(), model.stft(clean).abs()).item()}
+
+
+def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
+    if world > 1:
+        value = value.float().clone()
+        dist.all_reduce(value)
+        value /= world
+    return float(value)
+
+
+def _meta(cfg: RunConfig, step: int, metrics: dict[str, float]) -> dict[str, Any]:
+    return {"step": step, "metrics": metrics, "train": to_dict(cfg.train), "data": to_dict(cfg.data)}
+
+
+# --- the run folder ------------------------------------------------------------------------------
+
+
+def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse to resume a run whose model, STFT or features differ from ``cfg``."""
+    old = run_dir / "config.yaml"
+    if not (old.is_file() and (run_dir / "state.pt").is_file()):
+        return
+    saved = yaml.safe_load(old.read_text()) or {}
+    for key in ("stft", "features", "model"):
+        if saved.get(key) != to_dict(getattr(cfg, key)):
+            raise DereverbError(f"{run_dir}: this run was started with a different {key} configuration; "
+                                "use another --run-dir or the original recipe")
+
+
+class RunLog:
+    """Console (tqdm), ``train.log``, TensorBoard and ``config.yaml`` of a run; silent off rank 0."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig, enabled: bool, progress: bool):
+        self.enabled, self.show_bar, self.bar, self.tb = enabled, progress and enabled, None, None
+        if not enabled:
+            return
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DereverbError(f"{run_dir}: cannot create the run folder ({e.strerror})") from e
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.file = open(run_dir / "train.log", "a")
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tb"))
+        except ImportError:
+            self.info("tensorboard is not installed: no TensorBoard scalars (pip install dereverb[train])")
+
+    def info(self, message: str) -> None:
+        if not self.enabled:
+            return
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
+        self.file.write(line + "\n")
+        self.file.flush()
+        (self.bar.write if self.bar is not None else print)(message, file=sys.stderr)
+
+    def start(self, step: int, total: int) -> None:
+        if self.show_bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True)
+
+    def step(self, step: int, loss: float, rate: float, lr: float, grad_norm: float,
+             parts: dict[str, float], every: int) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{rate:.1f}", refresh=False)
+            self.bar.update(1)
+        if not self.enabled or step % every:
+            return
+        self.file.write(f"step {step} loss {loss:.5f} lr {lr:.3e} grad_norm {grad_norm:.3f} examples/s {rate:.2f} "
+                        + " ".join(f"{k} {v:.5f}" for k, v in parts.items()) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for name, value in {"loss": loss, "lr": lr, "grad_norm": grad_norm, "examples_per_s": rate,
+                                **{f"loss_{k}": v for k, v in parts.items()}}.items():
+                self.tb.add_scalar(f"train/{name}", value, step)
+
+    def valid(self, step: int, metrics: dict[str, float]) -> None:
+        self.info(f"step {step} validation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+        if self.tb is not None:
+            for name, value in metrics.items():
+                self.tb.add_scalar(f"valid/{name}", value, step)
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.enabled:
+            self.file.close()
+            if self.tb is not None:
+                self.tb.close()
+
+
+def write_samples(folder: Path, items: list[dict], outputs: list[torch.Tensor], model: DereverbModel) -> None:
+    """``NN_{reverb,enhanced,clean}.wav`` and ``NN.png`` (three dB spectrograms) per item."""
+    if not items:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    sr = model.stft_config.sample_rate
+    for i, (item, est) in enumerate(zip(items, outputs)):
+        waves = {"reverb": item["reverb"], "enhanced": est, "clean": item["clean"]}
+        for name, wave in waves.items():
+            audio.write(folder / f"{i:02d}_{name}.wav", wave.cpu().numpy(), sr, subtype="FLOAT")
+        _spectrogram_png(folder / f"{i:02d}.png", waves, model)
+
+
+def _spectrogram_png(path: Path, waves: dict[str, torch.Tensor], model: DereverbModel) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, axes = plt.subplots(1, len(waves), figsize=(4 * len(waves), 3), sharey=True)
+    for ax, (name, wave) in zip(axes, waves.items()):
+        with torch.no_grad():
+            mag = model.stft(wave.to(model.stft.window.device)[None])[0].abs().cpu()  # (F, T)
+        ax.imshow(20 * torch.log10(mag.clamp_min(1e-5)).numpy(), origin="lower", aspect="auto", vmin=-100, vmax=0)
+        ax.set_title(name)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
