@@ -15,7 +15,7 @@ import traceback
 from ..errors import DereverbError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("info", "rirs", "train", "enhance", "export")
+COMMANDS = ("info", "rirs", "train", "enhance", "export", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

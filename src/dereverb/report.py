@@ -1,0 +1,239 @@
+"""Summaries of an evaluation: means with 95% confidence intervals, markdown, JSON and HTML.
+
+The interval is Student's t: ``mean +- t_{0.975, n-1} s / sqrt(n)`` over the files of one
+condition x system where the metric is defined (NaN values are left out and ``n`` counts the
+rest).  Every number shown (markdown, HTML) goes through :func:`fmt`, so the three outputs agree
+with each other and with ``per_file.csv``.
+
+``report.html`` works offline: bar charts are embedded PNG data URIs; spectrograms (PNG) and
+audio (WAV) of the example files sit beside it in ``assets/``; no script or style is fetched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import audio
+
+DECIMALS = {"stoi": 3, "estoi": 3, "llr": 3}
+LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR (dB)",
+          "cd": "CD (dB)", "llr": "LLR", "fwsegsnr": "FWSegSNR (dB)", "srmr": "SRMR",
+          "dnsmos_ovrl": "DNSMOS OVRL", "dnsmos_sig": "DNSMOS SIG", "dnsmos_bak": "DNSMOS BAK",
+          "t60_est": "T60 est. (s)", "drr_est": "DRR est. (dB)"}
+ALL = "all"
+
+
+def confidence_interval(values, level: float = 0.95) -> tuple[float, float, int]:
+    """``(mean, half_width, n)`` over the finite ``values``; half width NaN when ``n < 2``."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
+    if v.size == 0:
+        return math.nan, math.nan, 0
+    mean = float(v.mean())
+    if v.size < 2 or not np.isfinite(v).all():
+        return mean, math.nan, int(v.size)
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+    return mean, half, int(v.size)
+
+
+def conditions_of(rows: list[dict]) -> list[str]:
+    """Conditions in sorted order, plus ``all`` when there are several."""
+    conds = sorted({r["condition"] for r in rows})
+    return conds + [ALL] if len(conds) > 1 else conds
+
+
+def summarise(rows: list[dict], metrics: tuple[str, ...], systems: tuple[str, ...]) -> list[dict]:
+    """``[{condition, system, metric, mean, ci, n}]`` for every condition x system x metric."""
+    out = []
+    for cond in conditions_of(rows):
+        for system in systems:
+            sel = [r for r in rows if r["system"] == system and cond in (ALL, r["condition"])]
+            if not sel:
+                continue
+            for m in metrics:
+                mean, ci, n = confidence_interval([r.get(m, math.nan) for r in sel])
+                out.append({"condition": cond, "system": system, "metric": m, "mean": mean, "ci": ci, "n": n})
+    return out
+
+
+def fmt(metric: str, value: float) -> str:
+    """A metric value as shown in every table."""
+    if math.isnan(value):
+        return "n/a"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.{DECIMALS.get(metric, 2)}f}"
+
+
+def cell(entry: dict) -> str:
+    """``mean ± ci`` (or just the mean when the interval is undefined)."""
+    text = fmt(entry["metric"], entry["mean"])
+    return text if math.isnan(entry["ci"]) else f"{text} ± {fmt(entry['metric'], entry['ci'])}"
+
+
+def header(metric: str) -> str:
+    from .evaluate import LOWER_IS_BETTER
+
+    return f"{LABELS.get(metric, metric)} {'↓' if metric in LOWER_IS_BETTER else '↑'}"
+
+
+def _table_rows(summary: list[dict], metrics: tuple[str, ...]) -> list[tuple[str, str, int, list[str]]]:
+    """``(condition, system, files, cells)`` per table row; ``files`` = the largest metric ``n``."""
+    index = {(e["condition"], e["system"], e["metric"]): e for e in summary}
+    keys = list(dict.fromkeys((e["condition"], e["system"]) for e in summary))
+    return [(c, s, max(index[(c, s, m)]["n"] for m in metrics), [cell(index[(c, s, m)]) for m in metrics])
+            for c, s in keys]
+
+
+def markdown(summary: list[dict], metrics: tuple[str, ...]) -> str:
+    """The summary as one markdown table: a row per condition x system, a column per metric."""
+    lines = ["| condition | system | n | " + " | ".join(header(m) for m in metrics) + " |",
+             "|---|---|---|" + "---|" * len(metrics)]
+    for cond, system, n, cells in _table_rows(summary, metrics):
+        lines.append(f"| {cond} | {system} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nMean ± 95% confidence interval (Student's t) over files; n = files.\n"
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def bar_chart(summary: list[dict], metric: str, systems: tuple[str, ...]) -> bytes:
+    """PNG bytes: one group of bars per condition, one bar per system, 95% CI error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conds = list(dict.fromkeys(e["condition"] for e in summary))
+    index = {(e["condition"], e["system"]): e for e in summary if e["metric"] == metric}
+    width = 0.8 / max(1, len(systems))
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(conds) * max(1, len(systems)) / 2), 2.8))
+    for i, s in enumerate(systems):
+        means = [index.get((c, s), {}).get("mean", math.nan) for c in conds]
+        cis = [index.get((c, s), {}).get("ci", math.nan) for c in conds]
+        means = [m if math.isfinite(m) else math.nan for m in means]
+        ax.bar(np.arange(len(conds)) + (i - (len(systems) - 1) / 2) * width, means, width,
+               yerr=np.nan_to_num(cis), capsize=2, label=s)
+    ax.set_xticks(np.arange(len(conds)), conds, rotation=20, ha="right", fontsize=8)
+    ax.set_title(header(metric), fontsize=10)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+def stft_db(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(f Hz, t s, dB (F, T))`` of ``x (S,)`` with 32 ms Hann frames every 8 ms."""
+    from scipy import signal
+
+    f, t, z = signal.stft(x, rate, nperseg=int(0.032 * rate), noverlap=int(0.024 * rate))
+    return f, t, 20 * np.log10(np.abs(z) + 1e-10)
+
+
+def spectrogram_png(x: np.ndarray, rate: int, title: str, vmax: float) -> bytes:
+    """PNG bytes of the dB spectrogram of ``x (S,)``, colour range ``vmax - 80 .. vmax`` dB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f, t, db = stft_db(x, rate)
+    fig, ax = plt.subplots(figsize=(3.4, 2.2))
+    ax.pcolormesh(t, f / 1000, db, vmin=vmax - 80, vmax=vmax, shading="auto", cmap="magma")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("s", fontsize=7)
+    ax.set_ylabel("kHz", fontsize=7)
+    ax.tick_params(labelsize=7)
+    data = _png(fig)
+    plt.close(fig)
+    return data
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with audio.atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_bytes(path, text.encode("utf-8"))
+
+
+def write_all(result, examples: list[str]) -> None:
+    """``summary.md``, ``summary.json``, ``notes.txt`` and ``report.html`` for an evaluation."""
+    summary = summarise(result.rows, result.metrics, result.systems)
+    out = Path(result.out_dir)
+    _write_text(out / "summary.md", markdown(summary, result.metrics))
+    _write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
+    _write_text(out / "notes.txt", "".join(n + "\n" for n in result.notes))
+    _write_text(out / "report.html", html_report(summary, result, examples))
+
+
+def _example_html(out: Path, key: str, systems: tuple[str, ...]) -> str:
+    from .evaluate import _safe
+
+    folder = out / "assets" / _safe(key)
+    order = ["reverb"] + [_safe(s) for s in systems if s != "unprocessed"] + ["clean"]
+    files = [(name, folder / f"{name}.wav") for name in order if (folder / f"{name}.wav").is_file()]
+    if not files:
+        return ""
+    signals = {name: audio.read(p)[0][0] for name, p in files}
+    rate = audio.info(files[0][1]).sample_rate
+    vmax = float(stft_db(signals.get("reverb", next(iter(signals.values()))), rate)[2].max())
+    cells = []
+    for name, path in files:
+        png = folder / f"{name}.png"
+        _write_bytes(png, spectrogram_png(signals[name], rate, name, vmax))
+        rel = png.relative_to(out).as_posix()
+        cells.append(f'<figure><img src="{html.escape(rel)}" alt="spectrogram {html.escape(name)}">'
+                     f'<audio controls preload="metadata" src="{html.escape(path.relative_to(out).as_posix())}">'
+                     f"</audio><figcaption>{html.escape(name)}</figcaption></figure>")
+    return f"<h3>{html.escape(key)}</h3><div class=row>{''.join(cells)}</div>"
+
+
+STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}
+.row{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}figure img{display:block}audio{width:300px}
+.charts img{margin:4px}"""
+
+
+def html_report(summary: list[dict], result, examples: list[str]) -> str:
+    """The whole ``report.html`` (charts embedded, example assets referenced beside it)."""
+    out = Path(result.out_dir)
+    head = "".join(f"<th>{html.escape(header(m))}</th>" for m in result.metrics)
+    body = "".join(f"<tr><td>{html.escape(c)}</td><td>{html.escape(s)}</td><td>{n}</td>"
+                   + "".join(f"<td>{html.escape(v)}</td>" for v in cells) + "</tr>"
+                   for c, s, n, cells in _table_rows(summary, result.metrics))
+    charts = "".join(
+        f'<img alt="{html.escape(header(m))}" src="data:image/png;base64,'
+        f'{base64.b64encode(bar_chart(summary, m, result.systems)).decode()}">' for m in result.metrics)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none</li>"
+    examples_html = "".join(_example_html(out, k, result.systems) for k in examples)
+    n_files = len({r["file"] for r in result.rows})
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>dereverb evaluation</title>"
+            f"<style>{STYLE}</style></head><body><h1>dereverb evaluation</h1>"
+            f"<p>{n_files} file(s); systems: {html.escape(', '.join(result.systems))}. "
+            f"Mean ± 95% confidence interval (Student's t) over files.</p>"
+            f"<h2>Summary</h2><table id=summary><thead><tr><th>condition</th><th>system</th><th>n</th>{head}</tr>"
+            f"</thead><tbody>{body}</tbody></table>"
+            f"<h2>Charts</h2><div class=charts>{charts}</div>"
+            f"<h2>Examples</h2>{examples_html or '<p>none</p>'}"
+            f"<h2>Notes</h2><details><summary>{len(result.notes)} note(s)</summary><ul>{notes}</ul></details>"
+            f"</body></html>\n")
