@@ -165,6 +165,23 @@ def _level(x: np.ndarray) -> float:
 # --- on-the-fly pairs --------------------------------------------------------------------------
 
 
+def pick_rir(measured: list[Rir], simulated: list[Rir], measured_prob: float, rng: np.random.Generator) -> Rir:
+    """A random RIR: measured with probability ``measured_prob`` when both kinds exist."""
+    use_measured = bool(measured) and (not simulated or rng.random() < measured_prob)
+    pool = measured if use_measured else simulated
+    return pool[int(rng.integers(len(pool)))]
+
+
+def set_level(reverb: np.ndarray, clean: np.ndarray, level_db: tuple[float, float],
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Scale both signals by one gain: the reverberant RMS becomes a random level in
+    ``level_db`` (dBFS), lowered if needed so neither peak exceeds 0.99."""
+    gain = 10 ** ((rng.uniform(*level_db) - _level(reverb)) / 20)
+    peak = max(np.abs(reverb).max(), np.abs(clean).max()) * gain
+    gain *= min(1.0, 0.99 / max(peak, 1e-12))
+    return reverb * np.float32(gain), clean * np.float32(gain)
+
+
 class ReverbPairs(IterableDataset):
     """Endless (or ``epoch_size``-long) stream of random reverberant/clean pairs.
 
@@ -208,9 +225,7 @@ class ReverbPairs(IterableDataset):
         return self.cfg.epoch_size
 
     def pick_rir(self, rng: np.random.Generator) -> Rir:
-        use_measured = bool(self.measured) and (not self.simulated or rng.random() < self.cfg.measured_prob)
-        pool = self.measured if use_measured else self.simulated
-        return pool[int(rng.integers(len(pool)))]
+        return pick_rir(self.measured, self.simulated, self.cfg.measured_prob, rng)
 
     def dry_crop(self, rng: np.random.Generator, context: int) -> tuple[np.ndarray, int]:
         """A crop of ``context + length`` samples whose last ``length`` are active speech;
@@ -238,10 +253,7 @@ class ReverbPairs(IterableDataset):
         dry, ctx = self.dry_crop(rng, context=len(rir.audio) - 1)
         reverb, clean = rooms.reverberate(dry, rir, self.cfg.target)
         reverb, clean = reverb[ctx:], clean[ctx:]  # the crop, with reverb from before it
-        gain = 10 ** ((rng.uniform(*self.cfg.level_db) - _level(reverb)) / 20)
-        peak = max(np.abs(reverb).max(), np.abs(clean).max()) * gain
-        gain *= min(1.0, 0.99 / max(peak, 1e-12))
-        reverb, clean = reverb * np.float32(gain), clean * np.float32(gain)
+        reverb, clean = set_level(reverb, clean, self.cfg.level_db, rng)
         if not (np.isfinite(reverb).all() and np.isfinite(clean).all()):
             raise RuntimeError(f"non-finite pair from RIR {rir.name}")  # a bug, not bad input
         return reverb, clean

@@ -1,0 +1,177 @@
+"""Feature store: float16 round trip against exact dB, complex reconstruction, crops across
+blocks, statistics, DataLoader workers, resumability after a crash, checksums."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from dereverb import audio, rooms, spectral, store
+from dereverb.cli import main
+from dereverb.config import StftConfig
+from dereverb.data import DataConfig
+from dereverb.errors import DereverbError
+
+SR = 16000
+STFT = StftConfig()
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory, speech, rir_16k):
+    """clean/ + reverb/ pairs of real speech (0.6-1.4 s) through a real RIR, aligned."""
+    root = tmp_path_factory.mktemp("pairs")
+    rir = rooms.analyze(rir_16k, SR, "church")
+    for d in ("clean", "reverb"):
+        (root / d).mkdir()
+    x = speech[0]
+    for i, n in enumerate((9600, 22400, 16000)):
+        rev, tgt = rooms.reverberate(x[i * SR : i * SR + n], rir)
+        audio.write(root / "clean" / f"u{i}.wav", tgt, SR, subtype="FLOAT")
+        audio.write(root / "reverb" / f"u{i}.wav", rev, SR, subtype="FLOAT")
+    return root
+
+
+def paired_config(folders, **kw) -> store.StoreConfig:
+    base = dict(clean_dir=str(folders / "clean"), reverb_dir=str(folders / "reverb"), items_per_shard=2, block_frames=16)
+    return store.StoreConfig(**{**base, **kw})
+
+
+def exact_db(path) -> torch.Tensor:
+    x = torch.from_numpy(audio.read(path)[0][0])
+    return spectral.magnitude_to_db(spectral.Stft(STFT)(x).abs())  # (F, T) float32
+
+
+def test_round_trip_within_float16_precision(tmp_path, folders):
+    store.prepare(paired_config(folders), STFT, tmp_path)
+    ds = store.FeatureStore(tmp_path, frames=None, output="db")
+    assert len(ds) == 3 and len(ds.meta["shards"]) == 2
+    for i in range(3):
+        item = ds[i]
+        for key, sub in (("reverb_db", "reverb"), ("clean_db", "clean")):
+            ref = exact_db(folders / sub / f"u{i}.wav")
+            got = item[key]
+            assert got.shape == ref.shape
+            # float16 keeps 11 significant bits: error <= half a unit in the last place
+            assert torch.all((got - ref).abs() <= ref.abs() * 2.0**-11 + 1e-6)
+    mag = store.FeatureStore(tmp_path, frames=None)[0]
+    ref = spectral.db_to_magnitude(exact_db(folders / "reverb" / "u0.wav"))
+    assert torch.allclose(mag["reverb_mag"], ref, rtol=0.01, atol=0)
+
+
+def test_crops_across_blocks_and_padding(tmp_path, folders):
+    store.prepare(paired_config(folders), STFT, tmp_path)
+    ds = store.FeatureStore(tmp_path, frames=40, seed=3)
+    whole = ds.read(1)  # (C, F, T), T = 22400 // 128 + 1 = 176 frames
+    assert whole.shape == (2, 257, 176)
+    for start in (0, 15, 16, 17, 130, 136):
+        assert np.array_equal(ds.read(1, start, 40), whole[..., start : start + 40])
+    tail = ds.read(0, 70, 40)  # item 0 has 76 frames: 6 real, then the dB floor
+    assert np.array_equal(tail[..., :6], ds.read(0)[..., 70:]) and np.all(tail[:, :, 6:] == -100)
+    a, b = ds[1], ds[1]
+    assert a["reverb_mag"].shape == (257, 40) and torch.equal(a["reverb_mag"], b["reverb_mag"])
+    ds.set_epoch(1)
+    assert not torch.equal(ds[1]["reverb_mag"], a["reverb_mag"])
+
+
+def test_normalisation_statistics_match_stored_reverb(tmp_path, folders):
+    store.prepare(paired_config(folders), STFT, tmp_path)
+    ds = store.FeatureStore(tmp_path, frames=None)
+    feats = np.concatenate([ds.read(i)[0].astype(np.float64) for i in range(len(ds))], axis=1)  # (F, sum T)
+    norm = ds.normalizer("per_freq")
+    assert norm.mean.shape == (256, 1)
+    assert np.allclose(norm.mean[:, 0].numpy(), feats.mean(1)[:256], atol=1e-3)
+    assert np.allclose(norm.std[:, 0].numpy(), feats.std(1)[:256], rtol=1e-3)
+    glob = ds.normalizer("global")
+    assert glob.mean.item() == pytest.approx(feats.mean(), abs=1e-3)
+
+
+def test_complex_store_rebuilds_audio(tmp_path, folders):
+    store.prepare(paired_config(folders, store_complex=True), STFT, tmp_path)
+    item = store.FeatureStore(tmp_path, frames=None)[2]
+    assert item["reverb_spec"].dtype == torch.complex64 and item["reverb_spec"].shape == (257, 126)
+    wave = spectral.Stft(STFT).inverse(item["reverb_spec"], length=16000).numpy()
+    ref = audio.read(folders / "reverb" / "u2.wav")[0][0]
+    snr = 10 * np.log10(np.sum(ref**2) / np.sum((ref - wave) ** 2))
+    assert snr > 40
+
+
+def test_workers_read_the_same_crops(tmp_path, folders):
+    store.prepare(paired_config(folders), STFT, tmp_path)
+    ds = store.FeatureStore(tmp_path, frames=32, seed=1)
+    one = [ds[i]["clean_mag"] for i in range(len(ds))]
+    two = [b["clean_mag"] for b in DataLoader(ds, batch_size=None, num_workers=2)]
+    assert all(torch.equal(x, y) for x, y in zip(one, two))
+
+
+def test_crash_mid_run_then_resume(tmp_path, folders, monkeypatch):
+    cfg = paired_config(folders, items_per_shard=1)
+    real = store._features
+    calls = []
+
+    def crash_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is killed while shard 2 is being written
+        return real(*a, **k)
+
+    monkeypatch.setattr(store, "_features", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        store.prepare(cfg, STFT, tmp_path / "s")
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == ["shard-00000.dvs", "shard-00001.dvs", "store.json"]  # no partial shard, no temp
+    with pytest.raises(DereverbError, match="incomplete"):
+        store.FeatureStore(tmp_path / "s")
+    first = (tmp_path / "s" / "shard-00000.dvs").stat().st_mtime_ns
+    monkeypatch.setattr(store, "_features", real)
+    meta = store.prepare(cfg, STFT, tmp_path / "s")
+    assert meta["complete"] and (tmp_path / "s" / "shard-00000.dvs").stat().st_mtime_ns == first
+    store.FeatureStore(tmp_path / "s", verify=True)
+    fresh = store.prepare(cfg, STFT, tmp_path / "fresh")  # same bytes as an uninterrupted run
+    assert [s["sha256"] for s in fresh["shards"]] == [s["sha256"] for s in meta["shards"]]
+
+
+def test_corrupt_shard_detected_and_rebuilt(tmp_path, folders):
+    cfg = paired_config(folders)
+    store.prepare(cfg, STFT, tmp_path)
+    shard = tmp_path / "shard-00001.dvs"
+    good = shard.read_bytes()
+    shard.write_bytes(good[:100] + bytes([good[100] ^ 0xFF]) + good[101:])
+    with pytest.raises(DereverbError, match="checksum mismatch"):
+        store.FeatureStore(tmp_path).verify()
+    store.prepare(cfg, STFT, tmp_path)
+    assert shard.read_bytes() == good
+    shard.write_bytes(good[:-10])
+    with pytest.raises(DereverbError, match="wrong size"):
+        store.FeatureStore(tmp_path)
+
+
+def test_other_settings_refused(tmp_path, folders):
+    store.prepare(paired_config(folders), STFT, tmp_path)
+    with pytest.raises(DereverbError, match="other settings"):
+        store.prepare(paired_config(folders, block_frames=32), STFT, tmp_path)
+
+
+def test_not_a_store(tmp_path):
+    with pytest.raises(DereverbError, match="not a feature store"):
+        store.FeatureStore(tmp_path)
+    (tmp_path / "x.dvs").write_bytes(b"garbage" * 10)
+    with pytest.raises(DereverbError, match="not a dereverb shard"):
+        store.Shard(tmp_path / "x.dvs")
+
+
+def test_speech_mode_and_cli(tmp_path, folders, rir_16k, capsys):
+    audio.write(tmp_path / "rir.wav", rir_16k, SR, subtype="FLOAT")
+    argv = ["prepare", "-o", str(tmp_path / "s"), "--speech", str(folders / "clean"),
+            "--rirs", str(tmp_path / "rir.wav"), "--copies", "2", "--items-per-shard", "4"]
+    assert main(argv) == 0
+    assert "6 items in 2 shard(s)" in capsys.readouterr().out
+    ds = store.FeatureStore(tmp_path / "s", frames=64)
+    assert len(ds) == 6 and all(s["rir"] == "rir" for s in ds.meta["shards"][0]["sources"])
+    item = ds[5]
+    assert torch.isfinite(item["reverb_mag"]).all() and item["clean_mag"].shape == (257, 64)
+    assert not torch.equal(torch.from_numpy(ds.read(0)), torch.from_numpy(ds.read(1)))  # copies differ
+    assert main(argv) == 0  # a rerun on a complete store is a no-op
+    with pytest.raises(DereverbError):
+        store.StoreConfig(data=DataConfig(), clean_dir="x")
