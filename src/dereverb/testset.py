@@ -1,0 +1,129 @@
+"""``dereverb make-testset``: a paired reverberant/clean test set with one condition per room.
+
+Layout written to ``OUT``::
+
+    reverb/<condition>/<utterance>.wav   the reverberant input
+    clean/<condition>/<utterance>.wav    the target (direct path by default), aligned sample for sample
+    rirs/<condition>.wav                 the RIR of that condition (float WAV)
+    conditions.csv                       file, condition, t60_target, distance, rir, t30, drr, speech
+    testset.json                         the settings, for the record
+
+Conditions are either REVERB-challenge-like simulated rooms (Kinoshita et al. 2016: T60 0.25 /
+0.5 / 0.7 s x a near 0.5 m and a far 2 m source, by default), or one per measured RIR file.
+Everything is drawn from ``seed`` (utterances, rooms, positions), except pyroomacoustics'
+ray-tracing noise, which cannot be seeded: simulated RIRs are therefore saved in ``rirs/`` and a
+rerun into the same folder reuses them, so the set is rebuilt identically.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import audio
+from .config import to_dict
+from .errors import DereverbError
+
+PEAK = 0.9  # each pair is scaled by one gain so the louder of the two peaks here
+
+
+@dataclasses.dataclass(frozen=True)
+class TestsetConfig:
+    """``t60s`` (s) x ``distances`` (name, m) for simulated rooms; ``per_condition``: utterances
+    drawn for each condition (0: all); ``max_seconds``: crop longer utterances (0: keep)."""
+
+    t60s: tuple[float, ...] = (0.25, 0.5, 0.7)
+    distances: tuple[tuple[str, float], ...] = (("near", 0.5), ("far", 2.0))
+    per_condition: int = 0
+    max_seconds: float = 0.0
+    sample_rate: int = 16000
+    target: str = "direct"
+    seed: int = 0
+
+
+def _simulated(cfg: TestsetConfig, out: Path, rng: np.random.Generator) -> list[tuple[str, object]]:
+    from . import rooms
+
+    conditions = []
+    for t60 in cfg.t60s:
+        for name, distance in cfg.distances:
+            cond = f"t60_{t60:.2f}_{name}"
+            saved = out / "rirs" / f"{cond}.wav"
+            room_rng = np.random.default_rng(rng.integers(2**63))  # drawn even when reused
+            if not saved.is_file():
+                sim = rooms.simulate_rir(t60, distance, cfg.sample_rate, room_rng)
+                audio.write(saved, sim.audio, cfg.sample_rate, subtype="FLOAT")
+            # first run and reruns both build the set from the saved file: identical results
+            h, _ = audio.read(saved, cfg.sample_rate)
+            rir = rooms.analyze(h[0], cfg.sample_rate, cond, {"t60_target": t60, "distance": distance})
+            conditions.append((cond, rir))
+    return conditions
+
+
+def _measured(folder: Path, cfg: TestsetConfig, out: Path) -> list[tuple[str, object]]:
+    from . import rooms
+
+    conditions = []
+    for rir in rooms.load_rirs([folder], cfg.sample_rate):
+        cond = "".join(c if c.isalnum() or c in "-_." else "_" for c in rir.name)
+        audio.write(out / "rirs" / f"{cond}.wav", rir.audio, cfg.sample_rate, subtype="FLOAT")
+        conditions.append((cond, rir))
+    return conditions
+
+
+def make_testset(speech: str | Path, rirs: str | Path, out: str | Path,
+                 cfg: TestsetConfig = TestsetConfig(), progress: bool = True) -> list[dict]:
+    """Build the test set in ``out`` from the speech files under ``speech`` and either measured
+    RIRs (a file or folder) or ``rirs="simulate"``; returns the rows of ``conditions.csv``."""
+    from tqdm import tqdm
+
+    from . import rooms
+
+    out = Path(out)
+    utterances = audio.list_audio(speech)
+    if not utterances:
+        raise DereverbError(f"{speech}: no speech files (.wav, .flac, .ogg)")
+    rng = np.random.default_rng(cfg.seed)
+    (out / "rirs").mkdir(parents=True, exist_ok=True)
+    conditions = (_simulated(cfg, out, rng) if str(rirs) == "simulate"
+                  else _measured(Path(rirs), cfg, out))
+    rows = []
+    jobs = [(cond, rir, path) for cond, rir in conditions for path in _draw(utterances, cfg, rng)]
+    for cond, rir, path in tqdm(jobs, unit="file", desc="make-testset", disable=None if progress else True):
+        dry = audio.to_mono(audio.read(path, cfg.sample_rate)[0])[0]
+        if cfg.max_seconds > 0:
+            dry = dry[: int(cfg.max_seconds * cfg.sample_rate)]
+        rev, tgt = rooms.reverberate(dry, rir, cfg.target)
+        peak = max(float(np.abs(rev).max()), float(np.abs(tgt).max()))
+        gain = PEAK / peak if peak > 0 else 1.0
+        rel = f"{cond}/{path.stem}.wav"
+        for kind, sig in (("reverb", rev), ("clean", tgt)):
+            (out / kind / cond).mkdir(parents=True, exist_ok=True)
+            audio.write(out / kind / rel, sig * gain, cfg.sample_rate, subtype="PCM_24")
+        rows.append({"file": rel, "condition": cond, "t60_target": rir.meta.get("t60_target", ""),
+                     "distance": rir.meta.get("distance", ""), "rir": rir.name, "t30": round(rir.t30, 3),
+                     "drr": round(rir.drr, 2), "speech": str(path), "seconds": round(dry.size / cfg.sample_rate, 3)})
+    _write_csv(out / "conditions.csv", rows)
+    meta = {"config": to_dict(cfg), "speech": str(speech), "rirs": str(rirs), "files": len(rows)}
+    with audio.atomic_path(out / "testset.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=1))
+    return rows
+
+
+def _draw(utterances: list[Path], cfg: TestsetConfig, rng: np.random.Generator) -> list[Path]:
+    """The utterances of one condition: all, or ``per_condition`` drawn without replacement."""
+    if cfg.per_condition <= 0 or cfg.per_condition >= len(utterances):
+        return list(utterances)
+    pick = rng.choice(len(utterances), cfg.per_condition, replace=False)
+    return [utterances[i] for i in sorted(pick)]
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with audio.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["file", "condition"])
+        w.writeheader()
+        w.writerows(rows)
