@@ -1,0 +1,172 @@
+"""The evaluation report: intervals, agreement of CSV / markdown / HTML, and a real browser."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal as ss
+from scipy import stats
+
+from dereverb import audio
+from dereverb.evaluate import EvalConfig, evaluate
+from dereverb.report import confidence_interval
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SR = 16000
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+def test_confidence_interval_hand_computed():
+    # 1, 2, 3, 4: mean 2.5, s = sqrt(5/3), t(0.975, 3) = 3.182446 -> 3.182446 * 1.290994 / 2
+    mean, half, n = confidence_interval([1.0, 2.0, 3.0, 4.0, math.nan])
+    assert (mean, n) == (2.5, 4)
+    assert half == pytest.approx(3.182446 * math.sqrt(5 / 3) / 2, rel=1e-6)
+    assert confidence_interval([7.0])[1] != confidence_interval([7.0])[1]  # NaN: one value, no interval
+    assert confidence_interval([math.nan])[2] == 0
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory) -> Path:
+    """A small evaluation: 2 conditions x 2 files, 3 systems, cheap metrics, 2 examples."""
+    root = tmp_path_factory.mktemp("report")
+    x = audio.read(EXAMPLES / "speech_1688-142285-0003.flac", SR)[0][0]
+    rng = np.random.default_rng(0)
+    for cond, t60 in (("room_a", 0.3), ("room_b", 0.8)):
+        for i in range(2):
+            dry = x[int(1.5 * i * SR) :][: int(1.5 * SR)]
+            n = int(t60 * SR)
+            h = rng.standard_normal(n) * np.exp(-6.9 * np.arange(n) / n) * 0.3
+            h[0] = 1.0
+            rev = ss.fftconvolve(dry, h)[: dry.size]
+            g = 0.5 / np.abs(rev).max()
+            for kind, sig in (("reverb", rev * g), ("clean", dry * g)):
+                (root / kind / cond).mkdir(parents=True, exist_ok=True)
+                audio.write(root / kind / cond / f"f{i}.wav", sig, SR)
+    cfg = EvalConfig(baselines=("unprocessed", "oracle-magnitude"), metrics=("stoi", "si_sdr", "cd", "llr"),
+                     workers=1, examples=2)
+    evaluate(root / "reverb", root / "out", root / "clean", {"copy": root / "reverb"}, cfg=cfg, progress=False)
+    return root / "out"
+
+
+def _expected(out: Path) -> dict[tuple[str, str, str], tuple[float, float, int]]:
+    """(condition, system, metric) -> (mean, half width, n), computed here from per_file.csv."""
+    with open(out / "per_file.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    metrics = [c for c in rows[0] if c not in ("file", "condition", "system")]
+    want = {}
+    for cond in sorted({r["condition"] for r in rows}) + ["all"]:
+        for system in {r["system"] for r in rows}:
+            for m in metrics:
+                v = np.array([float(r[m]) for r in rows if r["system"] == system
+                              and cond in ("all", r["condition"]) and r[m] != ""])
+                half = stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+                want[(cond, system, m)] = (v.mean(), half, v.size)
+    return want
+
+
+def _parse_cell(text: str) -> tuple[float, float]:
+    mean, _, half = text.partition("±")
+    return float(mean), float(half)
+
+
+class _Table(HTMLParser):
+    """Rows of ``<table id=summary>`` as lists of cell texts."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self._in, self._cell = [], False, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table" and dict(attrs).get("id") == "summary":
+            self._in = True
+        elif self._in and tag == "tr":
+            self.rows.append([])
+        elif self._in and tag in ("td", "th"):
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag == "table":
+            self._in = False
+        elif self._in and tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append(self._cell.strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def _check_rows(rows: list[list[str]], metrics: list[str], want: dict) -> int:
+    checked = 0
+    for cond, system, n, *cells in rows:
+        for m, text in zip(metrics, cells):
+            mean, half, count = want[(cond, system, m)]
+            got_mean, got_half = _parse_cell(text)
+            decimals = 3 if m in ("stoi", "llr") else 2
+            assert got_mean == pytest.approx(mean, abs=0.51 * 10**-decimals), (cond, system, m)
+            assert got_half == pytest.approx(half, abs=0.51 * 10**-decimals), (cond, system, m)
+            assert int(n) >= count
+            checked += 1
+    return checked
+
+
+def test_csv_markdown_html_and_json_agree(report_dir):
+    want = _expected(report_dir)
+    metrics = ["stoi", "si_sdr", "cd", "llr"]
+    md = [line for line in (report_dir / "summary.md").read_text().splitlines() if line.startswith("| ")]
+    md_rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[1:]]
+    parser = _Table()
+    parser.feed((report_dir / "report.html").read_text())
+    html_rows = parser.rows[1:]
+    assert len(md_rows) == len(html_rows) == 3 * 3  # (2 conditions + all) x 3 systems
+    assert md_rows == html_rows  # same text, cell for cell
+    assert _check_rows(md_rows, metrics, want) == 9 * 4
+    summary = json.loads((report_dir / "summary.json").read_text())
+    for e in summary:
+        mean, half, n = want[(e["condition"], e["system"], e["metric"])]
+        assert (e["mean"], e["ci"], e["n"]) == (pytest.approx(mean), pytest.approx(half), n)
+
+
+CHECK = """<script>
+function check(){const i=[...document.images],a=[...document.querySelectorAll('audio')];
+return {imgs:i.length,imgOk:i.filter(x=>x.complete&&x.naturalWidth>0).length,
+auds:a.length,audOk:a.filter(x=>x.readyState>=1&&x.duration>0).length};}
+window.addEventListener('load',()=>{let n=0;const t=setInterval(()=>{const c=check();
+if((c.imgOk===c.imgs&&c.audOk===c.auds)||++n>100){clearInterval(t);
+document.body.setAttribute('data-check',JSON.stringify(c));}},50);});
+</script>"""
+
+
+def _browser_check(page: Path, tmp: Path) -> dict:
+    """Open ``page`` in headless Chromium and return the check script's counts."""
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp}",
+           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    start = dom.index('data-check="') + len('data-check="')
+    return json.loads(dom[start : dom.index('"', start)].replace("&quot;", '"'))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+def test_report_loads_offline_in_headless_chromium(report_dir, tmp_path):
+    html = (report_dir / "report.html").read_text()
+    assert "http://" not in html and "https://" not in html  # nothing fetched from the network
+    page = report_dir / "check.html"  # beside report.html so relative asset paths resolve
+    page.write_text(html.replace("</body>", CHECK + "</body>"))
+    got = _browser_check(page, tmp_path / "profile")
+    # 4 charts + 2 examples x (reverb, copy, oracle, clean) spectrograms; 8 players
+    assert got == {"imgs": 12, "imgOk": 12, "auds": 8, "audOk": 8}
+    # the check can fail: remove one spectrogram and one audio file
+    example = sorted((report_dir / "assets").iterdir())[0]
+    (example / "clean.png").unlink()
+    (example / "clean.wav").unlink()
+    got = _browser_check(page, tmp_path / "profile2")
+    assert got == {"imgs": 12, "imgOk": 11, "auds": 8, "audOk": 7}
