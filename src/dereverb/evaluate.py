@@ -18,10 +18,12 @@ else its first sub-folder, else ``all``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import math
 import multiprocessing
+import os
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -37,6 +39,7 @@ NON_INTRUSIVE = ("srmr", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "t60_est", "
 ALL_METRICS = INTRUSIVE + NON_INTRUSIVE
 LOWER_IS_BETTER = frozenset({"cd", "llr", "t60_est"})
 CONDITIONS_CSV = "conditions.csv"
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -330,7 +333,8 @@ def _run(items, cfg, names, out_dir, examples, progress) -> tuple[list[dict], li
     else:
         ctx = multiprocessing.get_context("spawn")  # torch/onnxruntime threads do not survive fork
         with ProcessPoolExecutor(cfg.workers, mp_context=ctx) as pool:
-            futures = [pool.submit(score_item, it, cfg, names, save(it)) for it in items]
+            with _one_thread_each():  # workers start inside submit() and read their env then
+                futures = [pool.submit(score_item, it, cfg, names, save(it)) for it in items]
             for fut in as_completed(futures):
                 r, n = fut.result()
                 rows += r
@@ -340,6 +344,20 @@ def _run(items, cfg, names, out_dir, examples, progress) -> tuple[list[dict], li
     rank = {it.key: i for i, it in enumerate(items)}
     rows.sort(key=lambda r: rank[r["file"]])
     return rows, notes
+
+
+@contextlib.contextmanager
+def _one_thread_each():
+    """One BLAS/OpenMP thread per worker process: with a pool already using every core, threaded
+    BLAS (nara_wpe's einsums) oversubscribes and runs up to 8x slower."""
+    saved = {k: os.environ.get(k) for k in THREAD_VARS}
+    os.environ.update({k: "1" for k in THREAD_VARS if saved[k] is None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
 
 
 def write_csv(path: Path, rows: list[dict], names: tuple[str, ...]) -> None:
