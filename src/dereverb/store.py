@@ -277,6 +277,11 @@ class FeatureStore(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def name(self, i: int) -> str:
+        """The stored name of item ``i``."""
+        k, j, _ = self.index[i]
+        return self._shard(k).items[j]["name"]
+
     def read(self, i: int, start: int = 0, frames: int | None = None) -> np.ndarray:
         """Stored features of item ``i``: ``(C, F, T)`` float16 (dB, then phases), floor padded."""
         k, j, total = self.index[i]
