@@ -57,7 +57,7 @@ def sha(path) -> str:
 
 
 def test_chunked_equals_whole_signal_without_a_seam(d, reverberant):
-    x = np.tile(reverberant, 2)  # 10 s: 625 frames, several 160-frame segments
+    x = reverberant  # 5 s: 626 frames, six 160-frame segments
     whole = Dereverberator(d.model, device="cpu", chunk=ChunkConfig(chunk_frames=0))(x, 16000)
     chunked = d(x, 16000)
     assert rel_rms(chunked, whole) < 1e-3
@@ -149,7 +149,7 @@ def test_bad_arrays_are_clear_errors(d, bad):
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])
 def test_file_streams_in_blocks_and_keeps_subtype(tmp_path, reverberant, subtype):
-    x = np.stack([reverberant, reverberant[::-1]])  # (2, S)
+    x = np.stack([reverberant[:24000], reverberant[24000:48000]])  # (2, S)
     x = audio.resample(x, 16000, 44100)
     src, dst = tmp_path / "in.wav", tmp_path / "out" / "in.wav"
     sf.write(src, x.T, 44100, subtype=subtype)
@@ -168,7 +168,7 @@ def test_file_streams_in_blocks_and_keeps_subtype(tmp_path, reverberant, subtype
 
 
 def test_file_mono_and_model_rate(tmp_path, reverberant):
-    x = audio.resample(np.stack([reverberant, reverberant]), 16000, 48000)
+    x = audio.resample(np.stack([reverberant[:24000], reverberant[:24000]]), 16000, 48000)
     src = tmp_path / "in.flac"
     sf.write(src, x.T, 48000, subtype="PCM_24")
     d = Dereverberator(tiny_model(), "cpu", chunk=SMALL_CHUNKS)
@@ -180,7 +180,7 @@ def test_file_mono_and_model_rate(tmp_path, reverberant):
 
 def test_file_refusals_protect_inputs(tmp_path, reverberant):
     src = tmp_path / "a.wav"
-    sf.write(src, reverberant, 16000)
+    sf.write(src, reverberant[:16000], 16000)
     digest = sha(src)
     d = Dereverberator(tiny_model(), "cpu", chunk=SMALL_CHUNKS)
     for dst, overwrite in [(src, True), (tmp_path / "." / "a.wav", True)]:
@@ -192,12 +192,12 @@ def test_file_refusals_protect_inputs(tmp_path, reverberant):
         d.enhance_file(src, other)
     assert other.read_bytes() == b"keep me" and sha(src) == digest
     d.enhance_file(src, other, overwrite=True)
-    assert sf.info(other).frames == len(reverberant)
+    assert sf.info(other).frames == 16000
 
 
 def test_nan_inside_a_file_leaves_nothing_behind(tmp_path, reverberant):
-    x = reverberant.copy()
-    x[50000] = np.nan
+    x = reverberant[:32000].copy()
+    x[20000] = np.nan
     src, out = tmp_path / "nan.wav", tmp_path / "out"
     sf.write(src, x, 16000, subtype="FLOAT")
     d = Dereverberator(tiny_model(), "cpu", chunk=ChunkConfig(160, 24, 16, block_frames=4096))

@@ -33,7 +33,7 @@ class ChunkConfig:
     ``griffin_lim_iters``: iterations for ``phase="griffinlim"``.
     """
 
-    chunk_frames: int = 1024
+    chunk_frames: int = 2048
     margin_frames: int = 64
     fade_frames: int = 64
     batch_frames: int = 4096

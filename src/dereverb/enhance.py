@@ -14,6 +14,7 @@ warning) if it would clip.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -61,6 +62,27 @@ def resolve_model(spec: str | Path | None) -> Path:
     )
 
 
+def inference_net(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """An inference copy of a U-Net: each (transposed) convolution + eval batch norm folded into one
+    convolution, and on the CPU the NHWC layout (faster oneDNN kernels; ~20 % measured on 2 cores).
+    The same function to float rounding."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    net = copy.deepcopy(net).eval()
+    for seq in net.modules():
+        if not isinstance(seq, torch.nn.Sequential):
+            continue
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if isinstance(conv, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and isinstance(bn, torch.nn.BatchNorm2d):
+                seq[i] = fuse_conv_bn_eval(conv, bn, transpose=isinstance(conv, torch.nn.ConvTranspose2d))
+                seq[i + 1] = torch.nn.Identity()
+    if device.type == "cpu" and hasattr(net, "channels_last"):
+        net.to(memory_format=torch.channels_last)
+        net.channels_last = True
+    return net
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"`` -> CUDA when available else CPU; asking for a missing CUDA is a clear error."""
     if str(device) == "auto":
@@ -95,7 +117,8 @@ class Dereverberator:
     ``phase``: ``"reverberant"`` or ``"griffinlim"`` (fast Griffin-Lim started from the
     reverberant phase) for magnitude models, ``"model"`` for complex ones; ``None`` takes the
     model's first.  ``strength`` in [0, 1] mixes enhanced and input waveforms (1 = fully
-    dereverberated).  ``onnx_net``: a callable run in place of ``model.net`` (see export.py).
+    dereverberated).  ``onnx_net``: a callable run in place of ``model.net`` (see export.py);
+    otherwise the torch network runs with its batch norms folded into the convolutions.
     """
 
     def __init__(self, model, device: str | torch.device = "auto", phase: str | None = None,
@@ -107,8 +130,9 @@ class Dereverberator:
             raise DereverbError(f"--strength {strength}: must be between 0 and 1")
         self.device = torch.device("cpu") if onnx_net is not None else resolve_device(device)
         self.model = model.to(self.device).eval()
+        self.net = onnx_net if onnx_net is not None else inference_net(model.net, self.device)
         self.phase, self.strength, self.chunk = phase or modes[0], float(strength), chunk
-        self.onnx_net = onnx_net
+        self.backend = "torch" if onnx_net is None else "onnx"
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "auto", phase: str | None = None,
@@ -140,14 +164,11 @@ class Dereverberator:
 
     def _spectrum(self, spec: Tensor) -> Tensor:
         """Complex ``(B, F_full, T)`` -> enhanced complex ``(B, F_full, T)``, at most ``MAX_GAIN`` x ``|spec|``."""
-        if self.onnx_net is None:
-            est = self.model(spec)
-        else:
-            feats = self.model.encode(spec)  # (B, C, n_freq, T)
-            n_f, n_t = feats.shape[-2:]
-            m = self.model.model_config.multiple
-            feats = torch.nn.functional.pad(feats, (0, -n_t % m, 0, -n_f % m))  # as UNet.forward pads
-            est = self.model.decode(self.onnx_net(feats)[..., :n_f, :n_t], spec)
+        feats = self.model.encode(spec)  # (B, C, n_freq, T)
+        n_f, n_t = feats.shape[-2:]
+        m = self.model.model_config.multiple
+        feats = torch.nn.functional.pad(feats, (0, -n_t % m, 0, -n_f % m))  # as UNet.forward pads
+        est = self.model.decode(self.net(feats)[..., :n_f, :n_t], spec)
         ceiling = MAX_GAIN * spec.abs()
         return est * (ceiling / est.abs().clamp_min(1e-20)).clamp(max=1.0)
 
