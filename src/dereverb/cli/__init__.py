@@ -15,7 +15,7 @@ import traceback
 from ..errors import DereverbError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("info", "rirs", "prepare", "train", "enhance", "export", "evaluate", "make_testset")
+COMMANDS = ("info", "rirs", "prepare", "train", "enhance", "export", "evaluate", "make_testset", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
