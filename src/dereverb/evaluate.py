@@ -308,11 +308,13 @@ def _pick_examples(items: list[Item], cfg: EvalConfig) -> list[str]:
     """Keys of the files shown in the report: one per condition first, seeded."""
     rng = np.random.default_rng(cfg.seed)
     order = [items[i] for i in rng.permutation(len(items))]
+    seen: set[str] = set()
     picked: list[str] = []
     for it in order:  # one per condition, then fill up
-        if it.condition not in {i.condition for i in items if i.key in picked}:
+        if it.condition not in seen:
+            seen.add(it.condition)
             picked.append(it.key)
-    picked += [it.key for it in order if it.key not in picked]
+    picked += [it.key for it in order if it.key not in set(picked)]
     return picked[: cfg.examples]
 
 

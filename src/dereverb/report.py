@@ -99,7 +99,8 @@ def markdown(summary: list[dict], metrics: tuple[str, ...]) -> str:
              "|---|---|---|" + "---|" * len(metrics)]
     for cond, system, n, cells in _table_rows(summary, metrics):
         lines.append(f"| {cond} | {system} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nMean ± 95% confidence interval (Student's t) over files; n = files.\n"
+    note = "Mean ± 95% confidence interval (Student's t) over files; n = files with a defined value."
+    return "\n".join(lines) + f"\n\n{note}\n"
 
 
 # --- figures -------------------------------------------------------------------------------------

@@ -42,9 +42,9 @@ def _framed(ref, est, sr, metric):
 def _real_cepstrum(x: np.ndarray, order: int, floor_db: float = -100.0) -> np.ndarray:
     """Cepstra ``(N, order+1)`` of frames ``(N, L)``; magnitudes floored 100 dB below the peak."""
     n_fft = 1 << int(np.ceil(np.log2(x.shape[1])))
-    mag = np.abs(np.fft.fft(x, n_fft, axis=1))  # (N, n_fft)
+    mag = np.abs(np.fft.rfft(x, n_fft, axis=1))  # (N, n_fft/2+1): the spectrum of real frames
     mag = np.maximum(mag, mag.max() * 10 ** (floor_db / 20))
-    return np.fft.ifft(np.log(mag), axis=1).real[:, : order + 1]
+    return np.fft.irfft(np.log(mag), n_fft, axis=1)[:, : order + 1]
 
 
 def cepstral_distance(

@@ -60,29 +60,30 @@ def modulation_filter(fc: float, sr: int, q: float = MOD_Q) -> tuple[np.ndarray,
     return b / a[0], a / a[0]
 
 
-def _envelopes(x: np.ndarray, sr: int) -> np.ndarray:
-    """Hilbert envelopes ``(23, S)`` of the gammatone channels of ``x (S,)``."""
-    bands = np.stack(
-        [ss.sosfilt(ss.tf2sos(*ss.gammatone(f, "iir", fs=sr)), x) for f in erb_centres(sr)]
-    )  # (23, S)
-    n_fft = scipy.fft.next_fast_len(x.size)
-    return np.abs(ss.hilbert(bands, N=n_fft, axis=-1)[:, : x.size])
+def envelope(x: np.ndarray, sr: int, cf: float) -> np.ndarray:
+    """Hilbert envelope ``(S,)`` of ``x (S,)`` through the gammatone filter centred at ``cf`` Hz."""
+    band = ss.sosfilt(ss.tf2sos(*ss.gammatone(cf, "iir", fs=sr)), x)
+    return np.abs(ss.hilbert(band, N=scipy.fft.next_fast_len(x.size))[: x.size])
 
 
 def modulation_energy(x: np.ndarray, sr: int) -> np.ndarray:
-    """Frame-averaged modulation energy ``(23, 8)``: acoustic channel x modulation band."""
-    env = _envelopes(x, sr)  # (23, S)
+    """Frame-averaged modulation energy ``(23, 8)``: acoustic channel x modulation band.
+
+    One acoustic channel at a time, so memory stays a few copies of ``x`` however long it is.
+    """
     win = int(np.ceil(WIN_S * sr))
     hop = int(np.ceil(HOP_S * sr))
     w2 = np.hamming(win) ** 2
     n_frames = int(np.ceil(x.size / hop))
-    energy = np.empty((env.shape[0], N_MOD))
-    for j, fc in enumerate(modulation_centres()):
-        m = ss.lfilter(*modulation_filter(fc, sr), env, axis=-1)  # (23, S)
-        # sum over a frame of (w * m)^2 = <m^2 frame, w^2>; frames are strided views, no copies
-        padded = np.pad(m**2, ((0, 0), (0, win)))
-        framed = np.lib.stride_tricks.sliding_window_view(padded, win, axis=-1)[:, ::hop][:, :n_frames]
-        energy[:, j] = np.einsum("ctk,k->ct", framed, w2).mean(axis=1)  # (23, T) -> (23,)
+    filters = [modulation_filter(fc, sr) for fc in modulation_centres()]
+    energy = np.empty((N_ACOUSTIC, N_MOD))
+    for i, cf in enumerate(erb_centres(sr)):
+        env = envelope(x, sr, cf)
+        for j, (b, a) in enumerate(filters):
+            m2 = np.pad(ss.lfilter(b, a, env) ** 2, (0, win))
+            # sum over a frame of (w * m)^2 = <m^2 frame, w^2>; frames are strided views, no copies
+            framed = np.lib.stride_tricks.sliding_window_view(m2, win)[::hop][:n_frames]  # (T, win)
+            energy[i, j] = np.einsum("tk,k->t", framed, w2).mean()  # no copy of the frames
     return energy
 
 
