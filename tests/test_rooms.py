@@ -153,6 +153,8 @@ def test_simulated_rir_keeps_tail_and_measures_t60():
     assert abs(rir.t30 - 0.4) / 0.4 < 0.3  # calibrated to ~10 %, ray noise leaves some spread
     assert rir.duration > 0.5 * rir.t30  # the tail was not cut at the image-source order
     assert -15 < rir.drr < 15
+    again = rooms.simulate_rir(0.4, 1.0, SR, np.random.default_rng(3), room_size=(4.0, 3.5, 2.6))
+    assert np.array_equal(again.audio, rir.audio)  # ray noise too comes from the seed
 
 
 def test_room_sampler_respects_ranges():
@@ -192,6 +194,9 @@ def test_pool_resumes_after_crash_and_refuses_other_settings(tmp_path, monkeypat
     assert all(r.sample_rate == 8000 and r.audio[r.direct_index] == pytest.approx(1.0) for r in pool8)
     with pytest.raises(DereverbError, match="other settings"):
         rooms.simulate_pool(3, tmp_path, seed=2, sampler=small)
+    rooms.simulate_pool(3, tmp_path / "again", seed=1, sampler=small)  # same seed, same bytes
+    for i in range(3):
+        assert (tmp_path / "again" / f"sim_0000{i}.wav").read_bytes() == (tmp_path / f"sim_0000{i}.wav").read_bytes()
 
 
 def test_load_pool_missing_is_user_error(tmp_path):
