@@ -76,10 +76,11 @@ def default_model(path: str | None, scratch: Path) -> tuple[Path, str]:
     return stand_in, "random 'small' (no bundled model yet; same cost)"
 
 
-def timed(fn, repeats: int) -> tuple[float, float]:
-    """Median wall and CPU (this process, all threads) seconds of ``fn()`` over ``repeats`` runs
-    after one warm-up.  CPU time shows the work even when other jobs share the cores."""
-    fn()
+def timed(fn, repeats: int, warm_up: bool = True) -> tuple[float, float]:
+    """Median wall and CPU (this process, all threads) seconds of ``fn()`` over ``repeats`` runs,
+    after one warm-up run if asked.  CPU time shows the work even when other jobs share the cores."""
+    if warm_up:
+        fn()
     walls, cpus = [], []
     for _ in range(repeats):
         t, c = time.perf_counter(), time.process_time()
@@ -123,11 +124,11 @@ def main() -> None:
             d = Dereverberator.from_pretrained(model_path, device="cpu", backend=backend)
             for label, x in signals.items():
                 secs = len(x) / RATE
-                wall, cpu = timed(lambda: d(x, RATE), 5 if secs < 60 else 2)
+                wall, cpu = timed(lambda: d(x, RATE), 5 if secs < 60 else 2, warm_up=secs < 60)
                 rows.append((f"dereverb ({backend})", label, wall / secs, cpu / secs))
         for label, x in signals.items():
             secs = len(x) / RATE
-            wall, cpu = timed(lambda: run_wpe(x), 3 if secs < 60 else 1)
+            wall, cpu = timed(lambda: run_wpe(x), 3 if secs < 60 else 1, warm_up=secs < 60)
             rows.append(("WPE (nara_wpe, 1 ch)", label, wall / secs, cpu / secs))
         print("\n| system | input | RTF (median wall) | CPU s per s of audio | x real time |\n|---|---|---|---|---|")
         for system, label, rtf, cpu in rows:

@@ -74,6 +74,14 @@ def test_folder_tree_is_mirrored_and_a_rerun_skips_finished_outputs(tree, tmp_pa
     assert hashes(tree) == before
 
 
+def test_output_folder_inside_the_input_folder(tree, model_file, capsys):
+    assert enhance(tree, "-o", tree / "dry", model=model_file) == 0
+    assert enhance(tree, "-o", tree / "dry", model=model_file) == 0  # outputs are not new inputs
+    assert "skipped 2 existing" in capsys.readouterr().out
+    dry = tree / "dry"
+    assert sorted(str(p.relative_to(dry)) for p in dry.rglob("*") if p.is_file()) == ["a.wav", "sub/b.flac"]
+
+
 def test_options_mono_model_rate_strength_and_onnx(tree, tmp_path, model_file):
     out = tmp_path / "out"
     args = ["--mono", "--output-rate", "model", "--strength", "0.5", "--backend", "onnx", "--phase", "griffinlim"]
@@ -152,3 +160,33 @@ def test_unreadable_input(tree, tmp_path, model_file, capsys):
     (tree / "a.wav").chmod(0)
     assert enhance(tree / "a.wav", "-o", tmp_path / "out", model=model_file) == 2
     assert "permission denied" in capsys.readouterr().err
+
+
+def test_awkward_but_valid_inputs_give_correct_outputs(tmp_path, model_file):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    src.mkdir()
+    cases = {  # name: (samples (S,) or (S, C), rate, subtype)
+        "one_sample.wav": (np.array([0.5]), 16000, "PCM_16"),
+        "one_sample_44k.wav": (np.array([0.5]), 44100, "PCM_16"),
+        "zeros.wav": (np.zeros(8000), 16000, "PCM_16"),
+        "dc.wav": (0.3 + 0.05 * rng.standard_normal(8000), 16000, "PCM_16"),
+        "clipped.wav": (np.clip(3 * rng.standard_normal(8000), -1, 1), 16000, "PCM_16"),
+        "8k.wav": (0.1 * rng.standard_normal(4000), 8000, "PCM_16"),
+        "192k.wav": (0.1 * rng.standard_normal(96000), 192000, "PCM_24"),
+        "16ch.wav": (0.1 * rng.standard_normal((8000, 16)), 16000, "PCM_16"),
+        "double.wav": (0.1 * rng.standard_normal(8000), 16000, "DOUBLE"),
+        "vorbis.ogg": (0.1 * rng.standard_normal(8000), 16000, "VORBIS"),
+    }
+    for name, (x, rate, subtype) in cases.items():
+        sf.write(src / name, x, rate, subtype=subtype)
+    (src / "loop").symlink_to("..")  # a symlink loop inside the input folder
+    before = hashes(src)
+    assert enhance(src, "-o", tmp_path / "out", model=model_file) == 0
+    for name, (x, rate, subtype) in cases.items():
+        y, r = sf.read(tmp_path / "out" / name, always_2d=True)
+        info = sf.info(tmp_path / "out" / name)
+        assert (r, info.subtype, y.shape) == (rate, subtype, x.reshape(len(x), -1).shape), name
+        assert np.isfinite(y).all() and np.abs(y).max() < 1.0, name
+    assert not sf.read(tmp_path / "out" / "zeros.wav")[0].any()
+    assert hashes(src) == before

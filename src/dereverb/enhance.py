@@ -320,7 +320,9 @@ def plan_outputs(inputs: Sequence[str | Path], out: str | Path, suffix: str = ""
 
     A folder's files land under ``out`` at the same relative path; a file lands in ``out``.  With
     one input file, ``out`` may name the output file itself (it then has an audio suffix).
-    ``suffix`` is added to each output's stem.  Refuses outputs that collide or hit an input.
+    ``suffix`` is added to each output's stem.  Files under ``out`` are not inputs (``-o`` may lie
+    inside an input folder, and a rerun must not enhance the outputs).  Refuses outputs that
+    collide or hit an input.
     """
     out = Path(out)
     first = Path(inputs[0]) if inputs else None
@@ -329,8 +331,11 @@ def plan_outputs(inputs: Sequence[str | Path], out: str | Path, suffix: str = ""
     if out.exists() and not out.is_dir() and not to_file:
         raise DereverbError(f"{out}: is a file; -o needs an output folder")
     jobs: list[tuple[Path, Path]] = []
+    out_root = None if to_file else out.resolve()
     for root in map(Path, inputs):
         files = audio.list_audio(root)
+        if root.is_dir() and out_root is not None and not root.resolve().is_relative_to(out_root):
+            files = [f for f in files if not f.resolve().is_relative_to(out_root)]  # earlier outputs
         if not files:
             raise DereverbError(f"{root}: no audio files ({', '.join(audio.AUDIO_SUFFIXES)}) in this folder")
         for f in files:
