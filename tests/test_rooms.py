@@ -182,6 +182,8 @@ def test_pool_resumes_after_crash_and_refuses_other_settings(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         rooms.simulate_pool(3, tmp_path, seed=1, sampler=small)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.tsv", "pool.json", "sim_00000.wav"]
+    with pytest.warns(UserWarning, match=r"incomplete \(1 of 3\)"):
+        assert len(rooms.load_pool(tmp_path)) == 1
     first = (tmp_path / "sim_00000.wav").stat().st_mtime_ns
     monkeypatch.setattr(rooms, "simulate_rir", real)
     rows = rooms.simulate_pool(3, tmp_path, seed=1, sampler=small)

@@ -394,13 +394,12 @@ def simulate_pool(
     out.mkdir(parents=True, exist_ok=True)
     settings = {"seed": seed, "sample_rate": sample_rate, "sampler": to_dict(sampler)}
     meta_path = out / POOL_META
-    if meta_path.is_file():
-        old = json.loads(meta_path.read_text())
-        if {k: old.get(k) for k in settings} != settings:
-            raise DereverbError(f"{out}: pool made with other settings ({old}); use another folder")
-    else:
+    old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    if old and {k: old.get(k) for k in settings} != settings:
+        raise DereverbError(f"{out}: pool made with other settings ({old}); use another folder")
+    if not old or old.get("count", 0) < count:  # the size this pool is meant to reach
         with audio.atomic_path(meta_path) as tmp:
-            tmp.write_text(json.dumps(settings, indent=1))
+            tmp.write_text(json.dumps({**settings, "count": count}, indent=1))
     for stale in out.glob(".*.tmp"):
         stale.unlink(missing_ok=True)
     rows = _read_index(out)
@@ -424,6 +423,11 @@ def load_pool(folder: str | Path, sample_rate: int | None = None, strict: bool =
     rows = _read_index(folder)
     if not rows:
         raise DereverbError(f"{folder}: no RIR pool here (no {POOL_INDEX}); create one with `dereverb rirs simulate`")
+    meta_path = folder / POOL_META
+    planned = json.loads(meta_path.read_text()).get("count", 0) if meta_path.is_file() else 0
+    if len(rows) < planned:
+        warnings.warn(f"{folder}: RIR pool incomplete ({len(rows)} of {planned}): still being simulated or "
+                      "interrupted; rerun `dereverb rirs simulate` to finish it", stacklevel=2)
     rirs, bad = [], []
     for name, row in rows.items():
         try:
