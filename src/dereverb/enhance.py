@@ -128,6 +128,8 @@ class Dereverberator:
             raise DereverbError(f"--phase {phase}: this model supports {' or '.join(modes)}")
         if not 0.0 <= float(strength) <= 1.0:
             raise DereverbError(f"--strength {strength}: must be between 0 and 1")
+        if onnx_net is not None and str(device) not in ("auto", "cpu"):
+            raise DereverbError(f"--device {device}: the onnx backend runs on the CPU; use --device cpu or auto")
         self.device = torch.device("cpu") if onnx_net is not None else resolve_device(device)
         self.model = model.to(self.device).eval()
         self.net = onnx_net if onnx_net is not None else inference_net(model.net, self.device)
