@@ -101,7 +101,7 @@ def test_patch_discriminator_gives_patch_logits():
 def test_small_model_overfits_one_batch(speech, rir_16k):
     torch.manual_seed(0)
     model = DereverbModel(StftConfig(), FeatureConfig(), model_config("small"))
-    wet, dry = _reverberant_pair(speech, rir_16k, seconds=0.5)
+    wet, dry = _reverberant_pair(speech, rir_16k, seconds=0.25)
     spec, clean = model.stft(wet), model.stft(dry)
     model.fit_normalizer(spec)
     x, y = model.encode(spec), model.encode(clean)

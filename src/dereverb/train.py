@@ -220,8 +220,14 @@ def validate(model: DereverbModel, items: list[dict], device: torch.device,
         rows.append(row)
         outputs.append(est[0].cpu())
     model.train()
-    means = {k: float(np.nanmean([r[k] for r in rows])) for k in rows[0]} if rows else {}
+    means = {k: _finite_mean([r[k] for r in rows]) for k in rows[0]} if rows else {}
     return means, outputs
+
+
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (a metric is NaN where it is undefined, e.g. ESTOI on silence)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
 
 
 def _metrics_module():
@@ -235,8 +241,8 @@ def _metrics_module():
 # --- the loop ------------------------------------------------------------------------------------
 
 
-def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train (or resume) the run in ``run_dir``; returns the final validation metrics."""
+def train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str, float]]:
+    """Train (or resume) the run in ``run_dir``; returns the model and its last validation metrics."""
     tc = cfg.train
     rank, world, device = _distributed(tc.device)
     run_dir = Path(run_dir)
@@ -268,7 +274,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
             opt_d.load_state_dict(state["opt_disc"])
         step, best = int(state["step"]), state.get("best")
         torch.set_rng_state(state["rng"])
-        log.info(f"resumed from step {step}")
+        log.info(f"resumed from step {step}" + (" (already complete: raise train.steps to go on)" if step >= tc.steps else ""))
     else:
         fit = _batches(train_set, tc, 0, 0, 1)
         specs = torch.cat([_pairs(next(fit), model, device)[0] for _ in range(tc.norm_batches)])
@@ -357,8 +363,11 @@ def train(cfg: RunConfig, run_dir: str | Path) -> dict[str, Any]:
             batches = _batches(train_set, tc, step, rank, world)
         if world > 1 and (step % tc.valid_every == 0 or step % tc.checkpoint_every == 0 or done):
             dist.barrier()
+    if world > 1:  # DDP syncs batch-norm statistics at each forward, not after the last one
+        for buffer in model.net.buffers():
+            dist.broadcast(buffer, 0)
     log.close()
-    return last_metrics
+    return model.eval(), last_metrics
 
 
 def _unprocessed(model: DereverbModel, item: dict, device: torch.device) -> dict[str, float]:

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = train.load_config(args.config, args.set)
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.train.name
-    metrics = train.train(cfg, run_dir)
+    _, metrics = train.train(cfg, run_dir)
     if metrics:
         print("final validation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     print(f"model: {run_dir / 'best.safetensors'}")

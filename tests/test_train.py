@@ -1,0 +1,168 @@
+"""Training loop: schedule, config errors, run folder, resume equality, NaN stop, 2-process DDP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dereverb import audio, checkpoint, losses
+from dereverb.cli import main
+from dereverb.errors import DereverbError
+from dereverb.train import TrainConfig, load_config, lr_at, train
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "recipes" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, speech):
+    """2 s of real speech and a 0.15 s synthetic exponentially decaying RIR, as files."""
+    root = tmp_path_factory.mktemp("data")
+    audio.write(root / "speech.wav", speech[0][:32000], 16000)
+    rng = np.random.default_rng(0)
+    t = np.arange(2400) / 16000
+    rir = rng.standard_normal(2400) * np.exp(-t / 0.03) * 0.3
+    rir[0] = 1.0
+    audio.write(root / "rir.wav", rir.astype(np.float32), 16000, subtype="FLOAT")
+    return root
+
+
+def _overrides(data: Path, **train) -> list[str]:
+    base = {"steps": 6, "batch_size": 2, "checkpoint_every": 3, "valid_every": 3, "valid_count": 1,
+            "norm_batches": 1, "precision": "fp32", "progress": False, "warmup_steps": 2, "samples": 1,
+            "pesq": False}
+    base.update(train)
+    return [f"data.speech=[{data / 'speech.wav'}]", f"data.rirs=[{data / 'rir.wav'}]",
+            "data.segment_seconds=0.256", "model.preset=tiny"] + [f"train.{k}={v}" for k, v in base.items()]
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, steps=110, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))  # half way down the cosine
+    assert lr_at(110, cfg) == pytest.approx(1e-4) == lr_at(500, cfg)
+    assert all(lr_at(s, cfg) >= lr_at(s + 1, cfg) for s in range(10, 120))
+
+
+def test_recipes_load_and_presets_expand():
+    cfg = load_config(SMOKE, ["train.lr=0.01", "model.output=mask"])
+    assert cfg.train.lr == 0.01 and cfg.model.output == "mask" and cfg.model.base_channels == 8
+    default = load_config(REPO / "recipes" / "default.yaml")
+    assert default.model.depth == 6 and default.train.steps > 1000
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lrate=1", "'lrate'; valid keys: batch_size"),
+    ("train.steps=many", "'train.steps' must be an integer"),
+    ("modle.depth=3", "unknown config key 'modle'"),
+    ("train.precision=fp8", "train.precision must be"),
+])
+def test_bad_config_is_one_clear_line(override, message, tmp_path, capsys):
+    code = main(["train", "--config", str(SMOKE), "--set", override, "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_data_path_fails_before_any_work(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code = main(["train", "--config", str(SMOKE), "--set", f"data.speech=[{tmp_path / 'empty'}]",
+                 "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(tmp_path / "empty") in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_folder_and_resume_equals_uninterrupted(tiny_data, tmp_path, monkeypatch, capsys):
+    cfg = load_config(None, _overrides(tiny_data))
+    full, metrics = train(cfg, tmp_path / "full")
+    run = tmp_path / "full"
+    assert {"config.yaml", "last.safetensors", "best.safetensors", "state.pt", "train.log"} <= {p.name for p in run.iterdir()}
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step_0000003", "step_0000006"]
+    assert {p.name for p in (run / "samples" / "step_0000006").iterdir()} >= {"00.png", "00_enhanced.wav"}
+    assert any((run / "tb").iterdir()) and set(metrics) == {"si_sdr", "lsd"}
+    assert checkpoint.read_meta(run / "last.safetensors")["step"] == 6
+    assert load_config(run / "config.yaml") == cfg  # the resolved config rebuilds the run
+
+    # a kill right after the step-3 checkpoint, then the same command again
+    real_save_state = checkpoint.save_state
+
+    def save_then_die(path, state):
+        real_save_state(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "killed")
+    monkeypatch.setattr(checkpoint, "save_state", real_save_state)
+    resumed, _ = train(cfg, tmp_path / "killed")
+    assert "resumed from step 3" in capsys.readouterr().err
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    reloaded = checkpoint.load(tmp_path / "killed" / "last.safetensors")
+    wave = torch.randn(1, 4000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.no_grad():
+        assert torch.equal(reloaded.enhance_wave(wave), resumed.enhance_wave(wave))
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):
+    cfg = load_config(None, _overrides(tiny_data, valid_count=0))
+    calls = {"n": 0}
+    real = losses.spectral_loss
+
+    def nan_at_five(pred, target, kind="l1"):
+        calls["n"] += 1
+        return real(pred, target, kind) * (float("nan") if calls["n"] == 5 else 1.0)
+
+    monkeypatch.setattr(losses, "spectral_loss", nan_at_five)
+    with pytest.raises(DereverbError, match="loss is nan at step 5"):
+        train(cfg, tmp_path / "run")
+    assert checkpoint.read_meta(tmp_path / "run" / "last.safetensors")["step"] == 3
+    assert checkpoint.load_state(tmp_path / "run" / "state.pt")["step"] == 3
+
+
+@pytest.mark.parametrize("variant", [["model.output=complex", "features.compression=power", "train.si_sdr_weight=0.1"],
+                                     ["model.output=mask", "train.gan.enabled=true", "train.gan.base_channels=8",
+                                      "train.mrstft_weight=1.0"]])
+def test_complex_and_gan_variants_train(tiny_data, tmp_path, variant):
+    cfg = load_config(None, _overrides(tiny_data, steps=2, checkpoint_every=2, valid_every=2, samples=0) + variant)
+    model, metrics = train(cfg, tmp_path / "run")
+    assert np.isfinite(metrics["si_sdr"])
+    state = checkpoint.load_state(tmp_path / "run" / "state.pt")
+    assert ("disc" in state) == cfg.train.gan.enabled
+    assert checkpoint.load(tmp_path / "run").model_config == cfg.model
+
+
+WORKER = """
+import sys, torch
+from dereverb.train import load_config, train
+import torch.distributed as dist
+run, args = sys.argv[1], sys.argv[2:]
+train(load_config(None, args + ["train.steps=2"]), run)  # then the same run, longer: a resume
+model, _ = train(load_config(None, args), run)
+torch.save(model.state_dict(), f"{run}/rank{dist.get_rank()}.pt")
+"""
+
+
+def test_two_process_gloo_ddp_keeps_ranks_identical_and_resumes(tiny_data, tmp_path):
+    (tmp_path / "worker.py").write_text(WORKER)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = _overrides(tiny_data, steps=4, checkpoint_every=2, valid_every=2)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(tmp_path / "worker.py"), str(run)] + args,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed from step 2" in done.stderr
+    rank0, rank1 = (torch.load(run / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert checkpoint.read_meta(run / "last.safetensors")["step"] == 4
+    assert checkpoint.load_state(run / "state.pt")["step"] == 4
