@@ -10,9 +10,10 @@ Layout written to ``OUT``::
 
 Conditions are either REVERB-challenge-like simulated rooms (Kinoshita et al. 2016: T60 0.25 /
 0.5 / 0.7 s x a near 0.5 m and a far 2 m source, by default), or one per measured RIR file.
-Everything is drawn from ``seed`` (utterances, rooms, positions), except pyroomacoustics'
-ray-tracing noise, which cannot be seeded: simulated RIRs are therefore saved in ``rirs/`` and a
-rerun into the same folder reuses them, so the set is rebuilt identically.
+Everything is drawn from ``seed`` (utterances, rooms, positions, and through
+``rooms.simulate_rir`` pyroomacoustics' own generators).  Simulated RIRs are also saved in
+``rirs/`` and a rerun into the same folder reuses them, so a rerun is fast and rebuilds the set
+identically even under another pyroomacoustics version.
 """
 
 from __future__ import annotations
