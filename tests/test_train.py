@@ -166,3 +166,40 @@ def test_two_process_gloo_ddp_keeps_ranks_identical_and_resumes(tiny_data, tmp_p
         assert torch.equal(rank0[name], rank1[name]), name
     assert checkpoint.read_meta(run / "last.safetensors")["step"] == 4
     assert checkpoint.load_state(run / "state.pt")["step"] == 4
+
+
+@pytest.fixture(scope="module")
+def paired_folders(tiny_data):
+    """``clean/`` and ``reverb/`` with two aligned 1 s pairs (speech convolved with the tiny RIR)."""
+    import scipy.signal
+
+    rir = audio.read(tiny_data / "rir.wav")[0][0]
+    speech = audio.read(tiny_data / "speech.wav")[0][0]
+    for sub in ("clean", "reverb"):
+        (tiny_data / "pairs" / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(2):
+        dry = speech[i * 16000 : (i + 1) * 16000]
+        audio.write(tiny_data / "pairs" / "clean" / f"u{i}.wav", dry, 16000, subtype="FLOAT")
+        wet = scipy.signal.fftconvolve(dry, rir)[: len(dry)].astype(np.float32)
+        audio.write(tiny_data / "pairs" / "reverb" / f"u{i}.wav", wet, 16000, subtype="FLOAT")
+    return tiny_data / "pairs"
+
+
+@pytest.mark.filterwarnings("ignore:paired folders")
+@pytest.mark.parametrize("kind", ["paired", "store"])
+def test_trains_from_paired_folders_and_the_feature_store(kind, tiny_data, paired_folders, tmp_path):
+    source = [f"source.kind={kind}", f"source.clean_dir={paired_folders / 'clean'}",
+              f"source.reverb_dir={paired_folders / 'reverb'}"]
+    if kind == "store":
+        from dereverb import store
+        from dereverb.config import StftConfig
+
+        store.prepare(store.StoreConfig(clean_dir=str(paired_folders / "clean"),
+                                        reverb_dir=str(paired_folders / "reverb")), StftConfig(), tmp_path / "store")
+        source = ["source.kind=store", f"source.store={tmp_path / 'store'}"]
+    cfg = load_config(None, _overrides(tiny_data, steps=2, checkpoint_every=2, valid_every=2, samples=0) + source)
+    model, metrics = train(cfg, tmp_path / "run")
+    assert np.isfinite(metrics["si_sdr"]) and checkpoint.read_meta(tmp_path / "run")["step"] == 2
+    with pytest.raises(DereverbError, match="waveform losses need a complex store" if kind == "store" else "no matching"):
+        bad = ["train.mrstft_weight=1.0"] if kind == "store" else [f"source.reverb_dir={tmp_path}"]
+        train(load_config(None, _overrides(tiny_data) + source + bad), tmp_path / "bad")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from . import checkpoint, losses
 from . import audio
@@ -50,12 +50,15 @@ class GanConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SourceConfig:
-    """Where training pairs come from: ``onthefly`` (``data`` section) or ``paired`` folders."""
+    """Where training pairs come from: ``onthefly`` (the ``data`` section), ``paired`` folders
+    (``clean_dir`` + ``reverb_dir``) or a feature ``store`` from ``dereverb prepare``.  Crops are
+    ``data.segment_seconds`` long in every case."""
 
     kind: str = "onthefly"
     clean_dir: str = ""
     reverb_dir: str = ""
     align: bool = True
+    store: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,7 +164,24 @@ def _train_source(cfg: RunConfig, rank: int, world: int):
             raise DereverbError("source.kind paired needs source.clean_dir and source.reverb_dir")
         return PairedFolder(cfg.source.clean_dir, cfg.source.reverb_dir, cfg.stft.sample_rate,
                             cfg.data.segment_seconds, cfg.train.seed, cfg.source.align)
-    raise DereverbError(f"source.kind must be onthefly or paired, got {cfg.source.kind!r}")
+    if cfg.source.kind == "store":
+        return _feature_store(cfg)
+    raise DereverbError(f"source.kind must be onthefly, paired or store, got {cfg.source.kind!r}")
+
+
+def _feature_store(cfg: RunConfig):
+    from .store import FeatureStore
+
+    if not cfg.source.store:
+        raise DereverbError("source.kind store needs source.store (a folder made by `dereverb prepare`)")
+    frames = round(cfg.data.segment_seconds * cfg.stft.sample_rate / cfg.stft.hop_length)
+    store = FeatureStore(cfg.source.store, frames=frames, seed=cfg.train.seed)
+    if store.stft != cfg.stft:
+        raise DereverbError(f"{cfg.source.store}: stored with a different STFT ({to_dict(store.stft)}); "
+                            "set the recipe's stft section to match or prepare the store again")
+    if (cfg.train.mrstft_weight or cfg.train.si_sdr_weight) and not store.is_complex:
+        raise DereverbError(f"{cfg.source.store}: waveform losses need a complex store (prepare it with phase)")
+    return store
 
 
 def _valid_set(cfg: RunConfig, train_set) -> list[dict]:
@@ -169,15 +189,17 @@ def _valid_set(cfg: RunConfig, train_set) -> list[dict]:
         return []
     if cfg.valid.speech:
         return build_valid_set(cfg.valid, cfg.stft, cfg.train.valid_seed, cfg.train.valid_count)
-    if cfg.source.kind == "paired":
+    if cfg.source.kind == "paired":  # not held out: the best checkpoint then only tracks the fit
         return [train_set[i] for i in range(min(len(train_set), cfg.train.valid_count))]
-    return build_valid_set(cfg.data, cfg.stft, cfg.train.valid_seed, cfg.train.valid_count)
+    if cfg.data.speech:
+        return build_valid_set(cfg.data, cfg.stft, cfg.train.valid_seed, cfg.train.valid_count)
+    return []  # a feature store alone has no waveforms to validate on
 
 
 def _batches(dataset, cfg: TrainConfig, step: int, rank: int, world: int):
     """An iterator over batches of the stream that starts at ``step`` (seed from (seed, step))."""
     dataset.set_epoch(step)
-    if isinstance(dataset, PairedFolder):  # map-style: a seeded permutation, one slice per rank
+    if not isinstance(dataset, IterableDataset):  # map-style: a seeded permutation, one slice per rank
         order = np.random.default_rng([cfg.seed, step]).permutation(len(dataset))
         dataset = Subset(dataset, order[rank::world].tolist())
     loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
@@ -194,9 +216,18 @@ def _precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | No
 
 
 def _pairs(batch: dict, model: DereverbModel, device: torch.device):
-    """Waveform batch ``{"reverb","clean"}`` (B, S) -> spectrograms (B, F_full, T) and waveforms."""
-    reverb, clean = batch["reverb"].to(device).float(), batch["clean"].to(device).float()
-    return model.stft(reverb), model.stft(clean), clean
+    """A batch -> complex ``(B, F_full, T)`` reverberant and clean spectrograms, clean ``(B, S)``.
+
+    Waveform batches ``{"reverb","clean"}``; store batches ``{"reverb_spec","clean_spec"}``
+    (complex) or ``{"reverb_mag","clean_mag"}`` (magnitudes, zero phase, no waveform: None).
+    """
+    if "reverb" in batch:
+        reverb, clean = batch["reverb"].to(device).float(), batch["clean"].to(device).float()
+        return model.stft(reverb), model.stft(clean), clean
+    if "reverb_spec" in batch:
+        reverb, clean = batch["reverb_spec"].to(device), batch["clean_spec"].to(device)
+        return reverb, clean, model.stft.inverse(clean)
+    return tuple(batch[k].to(device).to(torch.complex64) for k in ("reverb_mag", "clean_mag")) + (None,)
 
 
 # --- validation ----------------------------------------------------------------------------------
