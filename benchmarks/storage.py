@@ -156,7 +156,8 @@ class Crops(Dataset):
     """Random crops (item and start from ``default_rng(index)``) of a stored form."""
 
     def __init__(self, source, names: list[str], frames: list[int]):
-        self.source, self.names, self.frames = source, names, frames
+        keep = [k for k, f in enumerate(frames) if f >= FRAMES]  # utterances of 2 s or more
+        self.source, self.names, self.frames = source, [names[k] for k in keep], [frames[k] for k in keep]
 
     def __len__(self) -> int:
         return 10**6

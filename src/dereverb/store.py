@@ -1,30 +1,30 @@
 """The precomputed feature store (``dereverb prepare``): reverberant/clean spectrogram pairs as
 float16 dB log-magnitude (and optionally phase), never images.
 
-Format, chosen by measurement (``benchmarks/storage.py --backends``; 8 min of LibriSpeech with
-the measured RIRs, 16 kHz, 257 bins x 125 frames/s, reverb + clean; one process, warm page cache,
-on the 2 shared cores of the development machine; "x FLAC" is against the same reverberant and
-clean audio as 16-bit FLAC, 42.8 kB/s)::
+Format, chosen by measurement (``benchmarks/storage.py --backends``, docs/storage.md: 615 s of
+LibriSpeech through the training RIRs, 16 kHz, 257 bins x 125 frames/s, reverb + clean; raw
+float16 random 2 s crops from one process, warm page cache, a busy 2-core machine; "x FLAC" is
+against the same reverberant and clean audio as 16-bit FLAC, 33.3 kB/s)::
 
-    backend                               kB/s audio   x FLAC   random 2 s crops/s
-    .npy memmap, raw float16                 128.5       3.00        43 000
-    HDF5 contiguous                          128.5       3.00        23 600
-    HDF5 chunks of 64 frames, no filter      128.7       3.01        12 700
-    HDF5 gzip-1 + shuffle                     99.4       2.32           640
-    HDF5 lzf + shuffle                       113.7       2.66           800
-    zarr 2 blosc-zstd-3 + shuffle            102.8       2.40           830
-    zarr 2 blosc-lz4 + shuffle               117.1       2.74         1 500
-    memmap shard of blosc-zstd-1 blocks      107.4       2.51   see docs/storage.md
+    layout                                 kB/s audio   x FLAC   crops/s
+    .npy memmap, raw float16                  128.5       3.86     8 587
+    HDF5 contiguous                           128.5       3.86     5 214
+    HDF5 chunks of 64 frames, no filter       128.7       3.87     2 767
+    HDF5 gzip-1 + shuffle                      94.1       2.83       195
+    HDF5 lzf + shuffle                        107.9       3.24       249
+    zarr 2 blosc-zstd-3 + shuffle (1)         102.8         -        830
+    memmap shard, blosc-lz4hc-9 blocks         99.4       2.99     1 343   <- chosen
+    memmap shard, raw blocks (codec "none")   128.6       3.86     4 178
+    (1) an earlier run on other pairs; zarr is not a dependency
 
-float16 dB values carry ~10 bits of noise-like mantissa, so no lossless codec gets much below
-100 kB/s; raw arrays cost 3x the FLAC.  Compression is needed for the size, and a
-codec's speed then decides: HDF5 and zarr spend most of a crop in per-call and per-chunk
-overhead (zarr 2 also writes one file per chunk: millions for a real corpus).  So a shard here is
-one file, read through ``numpy.memmap``: blocks of ``block_frames`` frames, each an independent
-Blosc (zstd, byte shuffle) frame, then a footer of block offsets and an item table.  A crop
-decodes only its 5 blocks; a shard is one file to checksum and rename; DataLoader workers each
-map the files lazily after the fork.  ``compression="none"`` stores raw blocks (3x the bytes,
-memmap speed).
+float16 dB mantissas are noise-like, so no lossless codec gets far below 100 kB/s, and raw
+arrays cost almost 4x the FLAC.  Among codecs that compress, LZ4-HC with byte shuffle decodes
+4-5x faster than zstd and 10x faster than gzip (0.06 ms per 64-frame block), and HDF5 and zarr add
+per-call and per-chunk overhead (zarr 2 also writes one file per chunk: millions for a real
+corpus).  So a shard here is one file read through ``numpy.memmap``: blocks of ``block_frames``
+frames, each an independent Blosc frame, then a footer of block offsets and an item table.  A
+2 s crop decodes only its 5 blocks; a shard is one file to checksum and rename; DataLoader workers
+each map the files lazily after the fork.  ``codec="none"`` stores raw blocks (memmap speed).
 
 Layout per block: ``(frames, C, F)`` float16, ``C = 2`` (reverb dB, clean dB) or 4 (+ reverb
 phase, clean phase in radians) for complex stores; ``F = n_fft // 2 + 1``.  ``store.json``
