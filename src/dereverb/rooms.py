@@ -438,7 +438,8 @@ def load_pool(folder: str | Path, sample_rate: int | None = None, strict: bool =
         d, h = int(row["direct_index"]), x[0]
         if sample_rate and sample_rate != rate:
             d, h = int(round(d * sample_rate / rate)), audio.resample(h, rate, sample_rate)
-            d = min(len(h) - 1, d - 2 + int(np.argmax(np.abs(h[max(0, d - 2) : d + 3]))))
+            lo = max(0, min(d, len(h) - 1) - 2)
+            d = lo + int(np.argmax(np.abs(h[lo : lo + 5])))  # the peak moves by a sample at most
             h, rate = h / h[d], sample_rate
         meta = {k: row[k] for k in ("t60_target", "distance", "room", "absorption")}
         rirs.append(Rir(h.astype(np.float32), rate, name, d, float(row["t30"]), float(row["drr"]), meta))
