@@ -11,16 +11,24 @@ The default model is the bundled one; until it exists, a randomly initialised ``
 (same architecture and cost) stands in.  Targets (issue 5): RTF <= 0.05 and faster than WPE;
 1 h under 1.5 GB; cost linear in length (1 h vs 10 min within 10 % per second).
 
-    python benchmarks/enhance.py [--model PATH] [--quick]
+    python benchmarks/enhance.py [--model PATH] [--quick] [--threads N]
+
+``--threads 1`` gives steadier numbers when other jobs share the machine's two cores.
 """
 
 from __future__ import annotations
+
+import os
+import sys
+
+if "--threads" in sys.argv[:-1]:  # OpenMP/BLAS pools (torch, numpy in WPE) read these at import
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = sys.argv[sys.argv.index("--threads") + 1]
 
 import argparse
 import json
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +38,7 @@ import scipy.signal
 import soundfile as sf
 import torch
 
-from dereverb import audio, checkpoint
+from dereverb import audio, checkpoint, export
 from dereverb.config import FeatureConfig, StftConfig
 from dereverb.enhance import PRETRAINED_DIR, Dereverberator
 from dereverb.model import DereverbModel, model_config
@@ -112,16 +120,21 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="checkpoint to measure (default: bundled, else random small)")
     p.add_argument("--quick", action="store_true", help="1 min and 6 min instead of 10 min and 1 h")
+    p.add_argument("--threads", type=int, default=None, help="threads for torch, onnxruntime and BLAS")
     args = p.parse_args()
     long_s, hour_s = (60, 360) if args.quick else (600, 3600)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         model_path, described = default_model(args.model, scratch)
+        if args.threads:
+            torch.set_num_threads(args.threads)
         print(f"model: {described}; torch {torch.__version__}, {torch.get_num_threads()} threads")
         rows = []
         signals = {"10 s": reverberant_speech(10), f"{long_s // 60} min": reverberant_speech(long_s)}
+        model = checkpoint.load(model_path)
+        onnx_net = export.OnnxNet(export.to_onnx_bytes(model), threads=args.threads)
         for backend in ("torch", "onnx"):
-            d = Dereverberator.from_pretrained(model_path, device="cpu", backend=backend)
+            d = Dereverberator(model, "cpu", onnx_net=onnx_net if backend == "onnx" else None)
             for label, x in signals.items():
                 secs = len(x) / RATE
                 wall, cpu = timed(lambda: d(x, RATE), 5 if secs < 60 else 2, warm_up=secs < 60)

@@ -289,11 +289,11 @@ class Dereverberator:
             except OSError as e:
                 raise DereverbError(f"{dst}: write failed ({e.strerror or e})") from e
             gain = _gain(peak, str(dst))
-            data = np.memmap(tmp, np.float32, mode="r", shape=(n, channels))
-            with audio.BlockWriter(dst, rate, channels, subtype or meta.subtype) as w:
-                for i in range(0, n, self.chunk.block_frames):
-                    w.write(data[i : i + self.chunk.block_frames].T * gain)
-            del data
+            # plain reads, not a memmap: mapped pages would count as resident and grow with the file
+            with open(tmp, "rb") as f, audio.BlockWriter(dst, rate, channels, subtype or meta.subtype) as w:
+                for _ in range(0, n, self.chunk.block_frames):
+                    block = np.fromfile(f, np.float32, self.chunk.block_frames * channels)
+                    w.write(block.reshape(-1, channels).T * gain)
         return meta.duration
 
     def enhance_paths(self, inputs: Sequence[str | Path], out: str | Path, suffix: str = "",
