@@ -297,14 +297,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str,
     step, best = 0, None
     state_path = run_dir / "state.pt"
     if state_path.is_file():
-        state = checkpoint.load_state(state_path)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if disc is not None and "disc" in state:
-            disc.load_state_dict(state["disc"])
-            opt_d.load_state_dict(state["opt_disc"])
-        step, best = int(state["step"]), state.get("best")
-        torch.set_rng_state(state["rng"])
+        step, best = _restore(checkpoint.load_state(state_path), model, opt, disc, opt_d)
         log.info(f"resumed from step {step}" + (" (already complete: raise train.steps to go on)" if step >= tc.steps else ""))
     else:
         fit = _batches(train_set, tc, 0, 0, 1)
@@ -385,11 +378,8 @@ def train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str,
                 checkpoint.save(run_dir / "best.safetensors", model, _meta(cfg, step, last_metrics))
         if rank == 0 and (step % tc.checkpoint_every == 0 or done):
             checkpoint.save(run_dir / "last.safetensors", model, _meta(cfg, step, last_metrics))
-            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
-                     "rng": torch.get_rng_state()}
-            if disc is not None:
-                state.update(disc=disc.state_dict(), opt_disc=opt_d.state_dict())
-            checkpoint.save_state(state_path, state)
+            checkpoint.save_state(state_path, _state(model, opt, disc, opt_d, step, best))  # last: a kill
+            # between the two files resumes from the previous state, never a mismatched pair
         if step % tc.checkpoint_every == 0 and not done:  # the stream restarts where a resume would
             batches = _batches(train_set, tc, step, rank, world)
         if world > 1 and (step % tc.valid_every == 0 or step % tc.checkpoint_every == 0 or done):
@@ -399,6 +389,26 @@ def train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str,
             dist.broadcast(buffer, 0)
     log.close()
     return model.eval(), last_metrics
+
+
+def _state(model, opt, disc, opt_d, step: int, best: float | None) -> dict[str, Any]:
+    """Everything a resume needs (weights included, so it never pairs with another step's file)."""
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
+             "rng": torch.get_rng_state()}
+    if disc is not None:
+        state.update(disc=disc.state_dict(), opt_disc=opt_d.state_dict())
+    return state
+
+
+def _restore(state: dict[str, Any], model, opt, disc, opt_d) -> tuple[int, float | None]:
+    """Load a :func:`_state` into the live objects; returns ``(step, best score)``."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if disc is not None and "disc" in state:
+        disc.load_state_dict(state["disc"])
+        opt_d.load_state_dict(state["opt_disc"])
+    torch.set_rng_state(state["rng"])
+    return int(state["step"]), state.get("best")
 
 
 def _unprocessed(model: DereverbModel, item: dict, device: torch.device) -> dict[str, float]:
