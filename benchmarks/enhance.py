@@ -39,6 +39,7 @@ import soundfile as sf
 import torch
 
 from dereverb import audio, checkpoint, export
+from dereverb.chunking import ChunkConfig
 from dereverb.config import FeatureConfig, StftConfig
 from dereverb.enhance import PRETRAINED_DIR, Dereverberator
 from dereverb.model import DereverbModel, model_config
@@ -52,7 +53,9 @@ CHILD = """
 import json, re, resource, sys, time
 from pathlib import Path
 from dereverb.enhance import Dereverberator
+import numpy as np
 d = Dereverberator.from_pretrained(sys.argv[1], device="cpu")
+d(np.random.default_rng(0).standard_normal(16000 * 20).astype(np.float32) * 0.1, 16000)  # warm-up
 t, c = time.perf_counter(), time.process_time()
 seconds = d.enhance_file(sys.argv[2], sys.argv[3])
 wall, cpu = time.perf_counter() - t, time.process_time() - c
@@ -108,6 +111,22 @@ def run_wpe(x: np.ndarray) -> np.ndarray:
     return istft(out.transpose(1, 2, 0), size=512, shift=128)[0, : len(x)]
 
 
+def accuracy(model, x: np.ndarray) -> None:
+    """Chunked vs one-pass output, and what bf16 autocast would cost in accuracy (relative RMS)."""
+    rel = lambda a, b: float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2)))
+    chunked = Dereverberator(model, "cpu")(x, RATE)
+    whole = Dereverberator(model, "cpu", chunk=ChunkConfig(chunk_frames=0))(x, RATE)
+    d = Dereverberator(model, "cpu")
+    fp32, fp32_cpu = timed(lambda: d(x[: 10 * RATE], RATE), 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16, bf16_cpu = timed(lambda: d(x[: 10 * RATE], RATE), 3)
+        y16 = d(x, RATE)
+    err16 = rel(y16, chunked)
+    print(f"\n{len(x) // RATE} s of speech: chunked vs one pass, relative RMS {rel(chunked, whole):.2e} (target < 1e-3)"
+          f"\nbf16 autocast (not the default): relative RMS {err16:.2e} vs fp32 "
+          f"({'within' if err16 < 1e-3 else 'outside'} 1e-3), CPU s per s {bf16_cpu / 10:.4f} vs fp32 {fp32_cpu / 10:.4f}")
+
+
 def file_run(model: Path, src: Path, dst: Path) -> dict:
     """``enhance_file`` in a fresh interpreter: seconds of audio, wall time, peak RSS (MB)."""
     r = subprocess.run([sys.executable, "-c", CHILD, str(model), str(src), str(dst)],
@@ -146,6 +165,7 @@ def main() -> None:
         print("\n| system | input | RTF (median wall) | CPU s per s of audio | x real time |\n|---|---|---|---|---|")
         for system, label, rtf, cpu in rows:
             print(f"| {system} | {label} | {rtf:.4f} | {cpu:.4f} | {1 / rtf:.0f} |")
+        accuracy(model, reverberant_speech(60))
 
         runs = {}
         for label, secs in ((f"{long_s // 60} min", long_s), (f"{hour_s // 60} min", hour_s)):

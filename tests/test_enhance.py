@@ -21,6 +21,15 @@ from dereverb.model import DereverbModel, model_config
 SMALL_CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)  # tiny model grid: 16
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on short signals: thread start-up and contention cost more than they save."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_model(output: str = "mapping", seed: int = 0) -> DereverbModel:
     """A random tiny model with realistic normaliser statistics and non-trivial batch norms."""
     torch.manual_seed(seed)

@@ -18,6 +18,15 @@ from dereverb.model import DereverbModel, model_config
 CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models on short signals: thread start-up and contention cost more than they save."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_model(output: str = "mapping") -> DereverbModel:
     torch.manual_seed(1)
     model = DereverbModel(StftConfig(), FeatureConfig(), model_config("tiny", output=output))

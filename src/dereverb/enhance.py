@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import glob
 import math
 import os
 import tempfile
@@ -265,7 +266,8 @@ class Dereverberator:
 
     def enhance_file(self, src: str | Path, dst: str | Path, output_rate: str = "input", mono: bool = False,
                      subtype: str | None = None, overwrite: bool = False) -> float:
-        """Enhance audio file ``src`` into ``dst`` atomically (``dst``'s folder is created).
+        """Enhance audio file ``src`` into ``dst`` atomically (``dst``'s folder is created, and
+        temporary files a killed run left for ``dst`` are removed).
 
         ``subtype`` defaults to the input's (16/24/32-bit int or float, as ``dst``'s format
         allows).  Never writes onto ``src``; an existing ``dst`` needs ``overwrite``.
@@ -277,6 +279,8 @@ class Dereverberator:
         channels = 1 if mono else meta.channels
         rate = meta.sample_rate if output_rate == "input" else self.sample_rate
         _make_folder(dst.parent)
+        for stale in dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp"):  # left by a killed run
+            stale.unlink(missing_ok=True)
         with _scratch(dst) as tmp:
             peak, n = 0.0, 0
             try:
