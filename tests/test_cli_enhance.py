@@ -66,7 +66,7 @@ def enhance(*args, model=None) -> int:
 def test_folder_tree_is_mirrored_and_a_rerun_skips_finished_outputs(tree, tmp_path, model_file, capsys):
     before = hashes(tree)
     out = tmp_path / "out"
-    assert enhance(tree, "-o", out, model=model_file) == 0
+    assert enhance(tree, tree / "a.wav", "-o", out, model=model_file) == 0  # a.wav named twice runs once
     m = SUMMARY.match(capsys.readouterr().out.strip().splitlines()[-1])
     assert m and m.group(1) == "2" and float(m.group(2)) == pytest.approx(1.5 + 20000 / 44100, abs=0.05)
     a, b = sf.info(out / "a.wav"), sf.info(out / "sub" / "b.flac")
@@ -131,6 +131,8 @@ def _bad_cases(tmp_path: Path, tree: Path, model_file: Path) -> dict[str, list]:
     nan[4000] = np.nan
     sf.write(bad / "nan.wav", nan, 16000, subtype="FLOAT")
     (bad / "empty_dir").mkdir()
+    (tmp_path / "other").mkdir()
+    sf.write(tmp_path / "other" / "a.wav", np.full(800, 0.1), 16000)
     (tmp_path / "afile").write_text("x")
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(model_file.read_bytes()[:-100])
@@ -145,6 +147,7 @@ def _bad_cases(tmp_path: Path, tree: Path, model_file: Path) -> dict[str, list]:
         "one bad file in a folder": [tree, bad / "text.wav", "-o", out],
         "unwritable output folder": [tree, "-o", tmp_path / "afile" / "out"],
         "output onto the input": [tree, "-o", tree],
+        "two inputs, one output": [tree, tmp_path / "other", "-o", out],
         "missing model": [tree, "-o", out, "--model", tmp_path / "none.safetensors"],
         "corrupt model": [tree, "-o", out, "--model", corrupt],
         "phase the model lacks": [tree, "-o", out, "--phase", "model"],
@@ -154,7 +157,7 @@ def _bad_cases(tmp_path: Path, tree: Path, model_file: Path) -> dict[str, list]:
 
 @pytest.mark.parametrize("case", ["nonexistent", "folder without audio", "output is a file", "text named .wav",
                                   "zero length", "nan", "one bad file in a folder", "unwritable output folder",
-                                  "output onto the input", "missing model", "corrupt model",
+                                  "output onto the input", "two inputs, one output", "missing model", "corrupt model",
                                   "phase the model lacks", "strength out of range"])
 def test_bad_input_is_one_line_exit_2_nothing_written(case, tree, tmp_path, model_file, capsys):
     args = _bad_cases(tmp_path, tree, model_file)[case]

@@ -351,9 +351,10 @@ def plan_outputs(inputs: Sequence[str | Path], out: str | Path, suffix: str = ""
             jobs.append((f, dst))
     seen: dict[Path, Path] = {}
     for src, dst in jobs:
-        if dst in seen:
+        if dst in seen and seen[dst].resolve() != src.resolve():
             raise DereverbError(f"{dst}: two inputs would write here ({seen[dst]} and {src}); use separate runs")
         seen[dst] = src
+    jobs = [(src, dst) for dst, src in seen.items()]  # the same file named twice runs once
     sources = [s for s, _ in jobs]
     for _, dst in jobs:
         _check_target(dst, sources, overwrite=True)
