@@ -56,7 +56,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--frames", type=int, default=256, help="frames per patch (paper: 256)")
     p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     print(f"device={device} threads={torch.get_num_threads()} amx={cpu_has_amx()} "

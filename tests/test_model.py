@@ -98,7 +98,16 @@ def test_patch_discriminator_gives_patch_logits():
     assert disc(cond, x).shape == (2, 1, 256 // 8 - 2, 64 // 8 - 2)
 
 
-def test_small_model_overfits_one_batch(speech, rir_16k):
+@pytest.fixture
+def one_thread():
+    """One torch thread: on busy shared cores, two spinning OpenMP threads run 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_small_model_overfits_one_batch(speech, rir_16k, one_thread):
     torch.manual_seed(0)
     model = DereverbModel(StftConfig(), FeatureConfig(), model_config("small"))
     wet, dry = _reverberant_pair(speech, rir_16k, seconds=0.25)

@@ -36,7 +36,7 @@ def tiny_data(tmp_path_factory, speech):
 def _overrides(data: Path, **train) -> list[str]:
     base = {"steps": 6, "batch_size": 2, "checkpoint_every": 3, "valid_every": 3, "valid_count": 1,
             "norm_batches": 1, "precision": "fp32", "progress": False, "warmup_steps": 2, "samples": 1,
-            "pesq": False}
+            "pesq": False, "threads": 1}
     base.update(train)
     return [f"data.speech=[{data / 'speech.wav'}]", f"data.rirs=[{data / 'rir.wav'}]",
             "data.segment_seconds=0.256", "model.preset=tiny"] + [f"train.{k}={v}" for k, v in base.items()]
