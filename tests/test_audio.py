@@ -84,6 +84,15 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    import os
+
+    audio.write(tmp_path / "x.wav", np.zeros(10), 16000)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.wav").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_blocks_and_block_writer_reproduce_the_file(tmp_path, rng):
     x = rng.uniform(-0.5, 0.5, size=(2, 10007)).astype(np.float32)
     src = tmp_path / "src.wav"
