@@ -201,6 +201,8 @@ def test_trains_from_paired_folders_and_the_feature_store(kind, tiny_data, paire
     cfg = load_config(None, _overrides(tiny_data, steps=2, checkpoint_every=2, valid_every=2, samples=0) + source)
     model, metrics = train(cfg, tmp_path / "run")
     assert np.isfinite(metrics["si_sdr"]) and checkpoint.read_meta(tmp_path / "run")["step"] == 2
+    with pytest.raises(DereverbError, match="fewer than train.batch_size=4"):  # two items only
+        train(load_config(None, _overrides(tiny_data, batch_size=4) + source), tmp_path / "few")
     with pytest.raises(DereverbError, match="waveform losses need a complex store" if kind == "store" else "no matching"):
         bad = ["train.mrstft_weight=1.0"] if kind == "store" else [f"source.reverb_dir={tmp_path}"]
         train(load_config(None, _overrides(tiny_data) + source + bad), tmp_path / "bad")

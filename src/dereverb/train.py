@@ -13,6 +13,7 @@ is killed and rerun ends with the same weights as one that never stopped (on CPU
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import sys
@@ -312,8 +313,10 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
         step, best = _restore(checkpoint.load_state(state_path), model, opt, disc, opt_d)
         log.info(f"resumed from step {step}" + (" (already complete: raise train.steps to go on)" if step >= tc.steps else ""))
     else:
-        fit = _batches(train_set, tc, 0, 0, 1)
-        specs = torch.cat([_pairs(next(fit), model, device)[0] for _ in range(tc.norm_batches)])
+        first = [_pairs(b, model, device)[0] for b in itertools.islice(_batches(train_set, tc, 0, 0, 1), tc.norm_batches)]
+        if not first:
+            raise DereverbError(f"the training source holds fewer than train.batch_size={tc.batch_size} examples")
+        specs = torch.cat(first)
         model.fit_normalizer(specs)  # reverberant statistics of the training stream
         if world > 1:  # every rank uses rank 0's statistics
             dist.broadcast(model.normalizer.mean, 0)
