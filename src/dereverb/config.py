@@ -149,6 +149,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise DereverbError(f"{path}: not valid YAML ({e.__class__.__name__})") from e
+    except UnicodeDecodeError as e:  # an audio or other binary file given as a config
+        raise DereverbError(f"{path}: not a text file; expected a YAML config") from e
     if data is None:
         return {}
     if not isinstance(data, dict):
