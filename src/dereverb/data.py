@@ -299,6 +299,8 @@ def build_valid_set(cfg: DataConfig, stft: StftConfig, seed: int, count: int) ->
 
 def _relative_keys(root: Path) -> dict[str, Path]:
     """Audio files under ``root`` keyed by relative path without suffix (``a/b`` for a/b.wav)."""
+    if root.is_file():
+        raise DereverbError(f"{root}: is a file; paired clean/reverb sources are folders")
     files = audio.list_audio(root)
     return {str(f.relative_to(root).with_suffix("")): f for f in files}
 
