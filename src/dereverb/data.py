@@ -143,7 +143,8 @@ def scan_speech(paths: Sequence[str | Path], min_seconds: float = 0.0, strict: b
 def read_segment(path: str, start: float, n: int, sample_rate: int) -> np.ndarray:
     """``n`` samples at ``sample_rate`` Hz from ``start`` s of a file (channel 0), zero padded.
 
-    Seeks instead of decoding the whole file; resamples only the piece that is read.
+    Seeks instead of decoding the whole file; resamples only the piece that is read.  NaN or
+    infinite samples in the piece raise :class:`DereverbError`.
     """
     try:
         with sf.SoundFile(path) as f:
@@ -153,6 +154,8 @@ def read_segment(path: str, start: float, n: int, sample_rate: int) -> np.ndarra
             x = f.read(need, dtype="float32", always_2d=True)[:, 0]
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise DereverbError(f"{path}: cannot decode audio ({e})") from e
+    if not np.isfinite(x).all():
+        raise DereverbError(f"{path}: contains NaN or infinite samples")
     if rate != sample_rate and len(x):
         x = audio.resample(x, rate, sample_rate)
     return np.pad(x[:n], (0, max(0, n - len(x))))

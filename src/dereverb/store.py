@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import struct
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -329,6 +330,7 @@ class FeatureStore(torch.utils.data.Dataset):
 
 def combine_stats(parts: list[dict]) -> dict[str, Any]:
     """Mean/std per bin and overall from per-shard ``count``/``sum``/``sumsq`` (float64)."""
+    parts = [p for p in parts if p["count"]]  # a shard whose items were all skipped adds nothing
     count = sum(p["count"] for p in parts)
     s = np.sum([p["sum"] for p in parts], axis=0)
     ss = np.sum([p["sumsq"] for p in parts], axis=0)
@@ -458,6 +460,8 @@ def prepare(cfg: StoreConfig, stft_cfg: StftConfig, out_dir: str | Path, seed: i
             _write_meta(out, meta)
         if progress:
             progress(k + 1, n_shards)
+    if not sum(e["items"] for e in meta["shards"]):
+        raise DereverbError(f"{out}: every item was skipped (see the warnings); nothing to store")
     meta["stats"] = combine_stats([e["stats"] for e in meta["shards"]])
     meta["complete"] = True
     _write_meta(out, meta)
@@ -479,7 +483,13 @@ def _build_shard(path: Path, items: range, jobs: list[dict], cfg: StoreConfig, r
     try:
         for i in items:
             job = dict(jobs[i])
-            reverb, clean = _pair(job, i, i, cfg, rirs, pairs, stft.cfg.sample_rate, seed)
+            try:
+                reverb, clean = _pair(job, i, i, cfg, rirs, pairs, stft.cfg.sample_rate, seed)
+            except DereverbError as e:  # found only when decoding (NaN samples, a broken file)
+                if cfg.data.strict:
+                    raise
+                warnings.warn(f"{e}; item {job['name']} skipped", stacklevel=2)
+                continue
             feats = _features(reverb, clean, stft, cfg)
             writer.add(job["name"], feats)
             stats.append(feature_stats(feats[:, 0]))
