@@ -25,6 +25,7 @@ import math
 import multiprocessing
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -40,6 +41,8 @@ ALL_METRICS = INTRUSIVE + NON_INTRUSIVE
 LOWER_IS_BETTER = frozenset({"cd", "llr", "t60_est"})
 CONDITIONS_CSV = "conditions.csv"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+OUTPUT_AUDIO = ("assets", "enhanced")  # sub-folders of OUT that hold audio evaluate wrote
+MIN_SECONDS = 0.05  # shorter files are noted and skipped: STOI needs a few 25.6 ms frames
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,11 +91,14 @@ class EvalResult:
 # --- pairing -----------------------------------------------------------------------------------
 
 
-def _keys(root: Path) -> dict[str, Path]:
-    """``relative/path/without_suffix -> file`` for every audio file under ``root``."""
+def _keys(root: Path, exclude: Sequence[Path] = ()) -> dict[str, Path]:
+    """``relative/path/without_suffix -> file`` for every audio file under ``root``, except those
+    under the folders ``exclude`` (evaluate's own outputs when ``-o`` lies in an input folder)."""
     if not root.is_dir():
         raise DereverbError(f"{root}: not a folder of audio files")
     files = audio.list_audio(root)
+    skip = [e.resolve() for e in exclude if not root.resolve().is_relative_to(e.resolve())]
+    files = [p for p in files if not any(p.resolve().is_relative_to(e) for e in skip)]
     return {p.relative_to(root).with_suffix("").as_posix(): p for p in files}
 
 
@@ -132,18 +138,18 @@ def _condition(key: str, table: dict[str, str]) -> str:
     return key.split("/", 1)[0] if "/" in key else "all"
 
 
-def pair_files(reverb_dir: Path, clean_dir: Path | None,
-               system_dirs: dict[str, Path]) -> tuple[list[Item], list[str]]:
+def pair_files(reverb_dir: Path, clean_dir: Path | None, system_dirs: dict[str, Path],
+               exclude: Sequence[Path] = ()) -> tuple[list[Item], list[str]]:
     """Match every reverberant file with its clean reference and system outputs; returns the
-    items to evaluate and notes on what did not match."""
-    reverb = _keys(reverb_dir)
+    items to evaluate and notes on what did not match.  Files under ``exclude`` are ignored."""
+    reverb = _keys(reverb_dir, exclude)
     if not reverb:
         raise DereverbError(f"{reverb_dir}: no audio files (.wav, .flac, .ogg) found")
     notes: list[str] = []
     keys = sorted(reverb)
     clean: dict[str, Path] = {}
     if clean_dir is not None:
-        all_clean = _keys(clean_dir)
+        all_clean = _keys(clean_dir, exclude)
         clean = _match(keys, all_clean)
         notes += [f"{reverb[k]}: no clean file of that name in {clean_dir}; skipped"
                   for k in keys if k not in clean]
@@ -151,7 +157,7 @@ def pair_files(reverb_dir: Path, clean_dir: Path | None,
         notes += [f"{p}: no reverberant file of that name in {reverb_dir}; ignored"
                   for p in all_clean.values() if p not in used]
         keys = [k for k in keys if k in clean]
-    outputs = {label: _match(keys, _keys(d)) for label, d in system_dirs.items()}
+    outputs = {label: _match(keys, _keys(d, exclude)) for label, d in system_dirs.items()}
     for label, found in outputs.items():
         notes += [f"{system_dirs[label]}: no output for {k}; system {label} skips it"
                   for k in keys if k not in found]
@@ -213,6 +219,11 @@ def score_item(item: Item, cfg: EvalConfig, names: tuple[str, ...],
             return [], notes
         n = min(clean.size, reverb.size)
         clean, reverb = clean[:n], reverb[:n]
+    shortest = max(cfg.wpe.n_fft, math.ceil(MIN_SECONDS * rate))  # the baselines' STFT needs a frame
+    if reverb.size < shortest:
+        notes.append(f"{item.reverb}: {reverb.size} samples at {rate} Hz, too short to score "
+                     f"(at least {shortest}); skipped")
+        return [], notes
     signals = {}
     for name in cfg.baselines:
         if name in NEEDS_CLEAN and clean is None:
@@ -285,7 +296,7 @@ def evaluate(reverb_dir: str | Path, out_dir: str | Path, clean_dir: str | Path 
         if label in cfg.baselines or label in ("", "file", "condition"):
             raise DereverbError(f"--system {label}=...: the label is taken; choose another")
     out_dir.mkdir(parents=True, exist_ok=True)
-    items, notes = pair_files(reverb_dir, clean, dirs)
+    items, notes = pair_files(reverb_dir, clean, dirs, exclude=[out_dir / d for d in OUTPUT_AUDIO])
     if model is not None:
         label, folder = run_model(model, items, reverb_dir, out_dir)
         items = [dataclasses.replace(it, outputs={**it.outputs, label: folder / Path(
