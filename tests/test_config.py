@@ -38,7 +38,7 @@ def test_int_becomes_float_and_list_becomes_tuple():
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"inner": {"lrr": 1}}, "unknown config key inner.'lrr'"),
+        ({"inner": {"lrr": 1}}, "unknown config key 'inner.lrr'"),
         ({"inner": {"steps": "ten"}}, "'inner.steps' must be an integer"),
         ({"inner": {"steps": 1.5}}, "'inner.steps' must be an integer"),
         ({"inner": 3}, "'inner' must be a mapping"),

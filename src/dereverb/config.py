@@ -89,7 +89,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     unknown = sorted(set(data) - names)
     if unknown:
         raise DereverbError(
-            f"unknown config key {where}{unknown[0]!r}; valid keys: {', '.join(sorted(names))}"
+            f"unknown config key {where + unknown[0]!r}; valid keys: {', '.join(sorted(names))}"
         )
     kwargs = {k: _coerce(hints[k], v, f"{where}{k}") for k, v in data.items()}
     return cls(**kwargs)
