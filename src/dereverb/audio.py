@@ -157,6 +157,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp_path, path)
+    except OSError as e:  # a full disk, a quota, an I/O error: name the file being written
+        tmp_path.unlink(missing_ok=True)
+        raise DereverbError(f"{path}: write failed ({e.strerror or _short(e)})") from e
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

@@ -47,7 +47,10 @@ def save(path: str | Path, model: DereverbModel, meta: dict[str, Any] | None = N
                for k, v in model.state_dict().items()}
     doc["sha256"] = _digest(tensors)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(doc)})
+        try:
+            save_file(tensors, str(tmp), metadata={META_KEY: json.dumps(doc)})
+        except SafetensorError as e:  # an I/O error (full disk) arrives wrapped
+            raise DereverbError(f"{path}: write failed ({e})") from e
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -135,7 +138,10 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DereverbModel:
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Write a resume state (tensors, numbers, strings, lists, dicts) atomically."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a full disk as a RuntimeError
+            raise DereverbError(f"{path}: write failed (disk full? {str(e).strip()})") from e
 
 
 def load_state(path: str | Path) -> dict[str, Any]:

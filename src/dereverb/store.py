@@ -140,7 +140,10 @@ class ShardWriter:
         if not self._open:
             return
         self._open = False
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # flushing fails again on a full disk; the file is dropped anyway
+            pass
         exc = exc or RuntimeError("shard aborted")
         try:
             self._ctx.__exit__(type(exc), exc, exc.__traceback__)
