@@ -292,6 +292,7 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     run_dir = Path(run_dir)
     _check_run_dir(run_dir, cfg)
     train_set = _train_source(cfg, rank, world)
+    _check_outside_data(run_dir, cfg)
     valid = _valid_set(cfg, train_set) if rank == 0 else []
     log = RunLog(run_dir, cfg, enabled=rank == 0, progress=tc.progress)
 
@@ -445,6 +446,16 @@ def _meta(cfg: RunConfig, step: int, metrics: dict[str, float]) -> dict[str, Any
 
 
 # --- the run folder ------------------------------------------------------------------------------
+
+
+def _check_outside_data(run_dir: Path, cfg: RunConfig) -> None:
+    """Refuse a run folder inside a data folder: its audio samples would become training data."""
+    inputs = [*cfg.data.speech, *cfg.data.rirs, *cfg.valid.speech, *cfg.valid.rirs,
+              cfg.source.clean_dir, cfg.source.reverb_dir]
+    for folder in (Path(p) for p in inputs if p):
+        if folder.is_dir() and run_dir.resolve().is_relative_to(folder.resolve()):
+            raise DereverbError(f"{run_dir}: the run folder is inside the data folder {folder}, where its "
+                                "audio samples would become training data; use another --run-dir")
 
 
 def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
