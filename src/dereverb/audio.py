@@ -240,6 +240,8 @@ class BlockWriter:
             self._file.write(np.ascontiguousarray(np.asarray(block, dtype=np.float32).T))
         except OSError as e:
             raise DereverbError(f"{self.path}: write failed ({e.strerror or _short(e)})") from e
+        except (sf.LibsndfileError, RuntimeError) as e:  # libsndfile's own report of a failed write
+            raise DereverbError(f"{self.path}: write failed ({_short(e)})") from e
 
     def __enter__(self) -> "BlockWriter":
         return self
