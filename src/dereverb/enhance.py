@@ -288,7 +288,8 @@ class Dereverberator:
                     for y in self.stream(_read_blocks(src, self.chunk.block_frames, mono), meta.sample_rate,
                                          channels, output_rate):
                         peak = max(peak, float(np.abs(y).max()))
-                        np.ascontiguousarray(y.T, dtype=np.float32).tofile(f)  # (n, C) interleaved
+                        # (n, C) interleaved; file.write, not ndarray.tofile, so a full disk says so (errno)
+                        f.write(np.ascontiguousarray(y.T, dtype=np.float32))
                         n += y.shape[1]
             except OSError as e:
                 raise DereverbError(f"{dst}: write failed ({e.strerror or e})") from e
