@@ -239,13 +239,14 @@ def enospc_after(monkeypatch, frames: int) -> None:
 
 
 @contextlib.contextmanager
-def small_tmpfs(where: Path, size: str = "96k") -> Iterator[Path]:
-    """A real tiny filesystem at ``where`` (``mount -t tmpfs``); skips where mounting is not allowed."""
+def small_tmpfs(where: Path, size: str = "96k", read_only: bool = False) -> Iterator[Path]:
+    """A real tiny (or read-only) filesystem at ``where`` (``mount -t tmpfs``); skips where
+    mounting is not allowed."""
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0 or not shutil.which("mount"):
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
     try:
