@@ -481,6 +481,8 @@ class RunLog:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise DereverbError(f"{run_dir}: cannot create the run folder ({e.strerror})") from e
+        for stale in run_dir.rglob(".*.tmp"):  # temp files of a run killed mid-write
+            stale.unlink(missing_ok=True)
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.file = open(run_dir / "train.log", "a")
