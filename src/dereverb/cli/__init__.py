@@ -11,6 +11,7 @@ import argparse
 import importlib
 import sys
 import traceback
+import warnings
 
 from ..errors import DereverbError
 
@@ -43,6 +44,18 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    with warnings.catch_warnings():
+        if not args.debug:
+            warnings.showwarning = _warning_line
+        return _run(args)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line, like an error (``--debug`` keeps Python's format with its source)."""
+    print(f"dereverb: warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args._run(args) or 0)
     except DereverbError as e:
