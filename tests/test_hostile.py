@@ -217,6 +217,9 @@ def test_evaluate_symlink_loop_and_output_inside_the_input(lib, tmp_path, capsys
         with open(reverb / "per_file.csv", newline="") as f:
             assert sorted({r["file"] for r in csv.DictReader(f)}) == ["8k", "good"]
     assert {k: v for k, v in hashes(reverb).items() if k in before} == before
+    (reverb / "dangling.wav").symlink_to("nowhere.wav")
+    code, _, err = cli(capsys, "evaluate", "--reverb", reverb, *CHEAP, "-o", tmp_path / "out")
+    assert_one_line_error(code, err, "dangling.wav", "no such file")
 
 
 # --- model files -----------------------------------------------------------------------------------

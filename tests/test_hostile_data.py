@@ -86,6 +86,13 @@ def test_prepare_broken_rirs_are_skipped_or_one_line(lib, tmp_path, capsys):
     assert code == 0 and "dereverb: warning: skipped 7 bad RIR file(s)" in err, err
 
 
+def test_prepare_reads_formats_named_by_the_user(lib, tmp_path, capsys):
+    """An AIFF file and a WAV named .mp3 given by name are read (only folder scans filter suffixes)."""
+    for name in ("aiff.aiff", "wav_named.mp3"):
+        code, _, err = prepare(capsys, tmp_path / name, "--speech", lib / name, "--rirs", RIR)
+        assert code == 0 and len(FeatureStore(tmp_path / name)) == 1, err
+
+
 def test_prepare_wrong_kinds_of_path(lib, tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     speech = copy_files(lib, ["good.wav"], tmp_path / "speech")
@@ -109,14 +116,15 @@ def test_prepare_wrong_kinds_of_path(lib, tmp_path, capsys):
 
 
 def test_prepare_symlink_loop_and_store_inside_the_speech_folder(lib, tmp_path, capsys):
-    """A symlink loop is walked once; a store written inside the speech folder adds no audio, so
-    the same command resumes it (finds it complete) instead of refusing other sources."""
+    """A symlink loop is walked once, a dangling link skipped; a store written inside the speech
+    folder adds no audio, so the same command resumes it (finds it complete)."""
     speech = copy_files(lib, ["good.wav", "8k.wav"], tmp_path / "speech")
     (speech / "loop").symlink_to(".")
+    (speech / "dangling.wav").symlink_to("nowhere.wav")
     before = hashes(speech)
     for _ in range(2):
         code, _, err = prepare(capsys, speech / "store", "--speech", speech, "--rirs", RIR)
-        assert code == 0, err
+        assert code == 0 and "dangling.wav: no such file" in err, err
         assert len(FeatureStore(speech / "store", verify=True)) == 2
     assert {k: v for k, v in hashes(speech).items() if k in before} == before
 
