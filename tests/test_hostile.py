@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np

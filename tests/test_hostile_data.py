@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dereverb import checkpoint
 from dereverb.store import FeatureStore
@@ -141,8 +142,6 @@ def test_train_on_awkward_speech_and_rirs(lib, tmp_path, capsys):
     assert code == 0, err
     model = checkpoint.load(tmp_path / "run")
     wave = np.random.default_rng(0).standard_normal((1, 8000)).astype(np.float32)
-    import torch
-
     with torch.no_grad():
         assert torch.isfinite(model.enhance_wave(torch.from_numpy(wave))).all()
     assert hashes(tmp_path / "speech") | hashes(tmp_path / "rirs") == before and temp_files(tmp_path) == []
