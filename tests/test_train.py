@@ -59,7 +59,7 @@ def test_recipes_load_and_presets_expand():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("train.lrate=1", "'lrate'; valid keys: batch_size"),
+    ("train.lrate=1", "unknown config key 'train.lrate'; valid keys: batch_size"),
     ("train.steps=many", "'train.steps' must be an integer"),
     ("modle.depth=3", "unknown config key 'modle'"),
     ("train.precision=fp8", "train.precision must be"),
