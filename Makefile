@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m dereverb info examples
+	$(PY) -m dereverb demo -o demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q
