@@ -238,3 +238,12 @@ def test_paired_folder_strict_and_crops(pairs):
         ds = data.PairedFolder(pairs / "clean", pairs / "reverb", SR, segment_seconds=0.5, seed=1)
     a, b = ds[1], ds[1]
     assert a["reverb"].shape == (8000,) and torch.equal(a["reverb"], b["reverb"])
+
+
+def test_dry_prob_gives_identical_pairs_at_that_rate(corpus):
+    ds = data.build_train_dataset(config(corpus, dry_prob=0.5), StftConfig(), seed=3)
+    items = take(ds, 40)
+    same = [torch.equal(it["reverb"], it["clean"]) for it in items]
+    assert 10 <= sum(same) <= 30  # Binomial(40, 0.5): far inside these bounds for this seed
+    never = take(data.build_train_dataset(config(corpus), StftConfig(), seed=3), 20)
+    assert not any(torch.equal(it["reverb"], it["clean"]) for it in never)

@@ -43,8 +43,9 @@ class DataConfig:
     ``segment_seconds``: crop length (2.048 s = 256 frames at hop 128, 16 kHz).  ``level_db``:
     range of the reverberant input's RMS in dBFS (the target gets the same gain).
     ``min_rms_db``: crops of dry speech quieter than this (dBFS) are redrawn.  ``epoch_size``:
-    examples per epoch over all ranks and workers; 0 streams forever.  The train/held-out split
-    is just which paths a recipe lists.
+    examples per epoch over all ranks and workers; 0 streams forever.  ``dry_prob``: chance of an
+    anechoic pair (input = target), so the model learns to leave dry, close-talk speech alone
+    instead of over-processing it.  The train/held-out split is just which paths a recipe lists.
     """
 
     speech: tuple[str, ...] = ()
@@ -59,11 +60,13 @@ class DataConfig:
     min_rms_db: float = -50.0
     epoch_size: int = 0
     strict: bool = False
+    dry_prob: float = 0.0
 
     def __post_init__(self) -> None:
         checks = [
             (self.target in rooms.TARGETS, f"data.target must be one of {list(rooms.TARGETS)}"),
             (0.0 <= self.measured_prob <= 1.0, "data.measured_prob must be in [0, 1]"),
+            (0.0 <= self.dry_prob <= 1.0, "data.dry_prob must be in [0, 1]"),
             (self.segment_seconds > 0, "data.segment_seconds must be > 0"),
             (len(self.level_db) == 2 and self.level_db[0] <= self.level_db[1] <= 0,
              "data.level_db must be [low, high] dBFS with low <= high <= 0"),
@@ -175,6 +178,11 @@ def pick_rir(measured: list[Rir], simulated: list[Rir], measured_prob: float, rn
     return pool[int(rng.integers(len(pool)))]
 
 
+def anechoic(sample_rate: int) -> Rir:
+    """The identity RIR (a unit impulse): its pair has input equal to target."""
+    return Rir(np.ones(1, np.float32), sample_rate, "anechoic", 0, 0.0, math.inf, {})
+
+
 def set_level(reverb: np.ndarray, clean: np.ndarray, level_db: tuple[float, float],
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Scale both signals by one gain: the reverberant RMS becomes a random level in
@@ -228,6 +236,8 @@ class ReverbPairs(IterableDataset):
         return self.cfg.epoch_size
 
     def pick_rir(self, rng: np.random.Generator) -> Rir:
+        if self.cfg.dry_prob > 0 and rng.random() < self.cfg.dry_prob:
+            return anechoic(self.sample_rate)
         return pick_rir(self.measured, self.simulated, self.cfg.measured_prob, rng)
 
     def dry_crop(self, rng: np.random.Generator, context: int) -> tuple[np.ndarray, int]:
