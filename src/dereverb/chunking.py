@@ -34,7 +34,7 @@ class ChunkConfig:
     """
 
     chunk_frames: int = 2048
-    margin_frames: int = 64
+    margin_frames: int = 256  # the trained "small" U-Net: 64 gave 2.7e-2 rel. RMS vs one pass, 256 1e-7
     fade_frames: int = 64
     batch_frames: int = 4096
     block_frames: int = 1 << 16
