@@ -18,17 +18,9 @@ from dereverb.cli import main
 from dereverb.config import FeatureConfig, StftConfig
 from dereverb.enhance import Dereverberator
 from dereverb.model import DereverbModel, model_config
+from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 SUMMARY = re.compile(r"^(\d+) files, ([\d.]+) s of audio, real-time factor ([\d.]+)$")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on short signals: thread start-up and contention cost more than they save."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

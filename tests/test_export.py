@@ -10,35 +10,12 @@ import torch
 from dereverb import checkpoint, export
 from dereverb.chunking import ChunkConfig
 from dereverb.cli import main
-from dereverb.config import FeatureConfig, StftConfig
 from dereverb.enhance import Dereverberator
 from dereverb.errors import DereverbError
-from dereverb.model import DereverbModel, model_config
+from dereverb.model import model_config
+from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models on short signals: thread start-up and contention cost more than they save."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def tiny_model(output: str = "mapping") -> DereverbModel:
-    torch.manual_seed(1)
-    model = DereverbModel(StftConfig(), FeatureConfig(), model_config("tiny", output=output))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-        if output != "complex":
-            model.normalizer.mean.fill_(-45.0)
-            model.normalizer.std.fill_(18.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
