@@ -54,6 +54,16 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], delay: float) -
     return killed
 
 
+def kill_at(moments, args: list, log: Path, check) -> int:
+    """Start ``args`` once per ``(ready, delay)`` moment and SIGKILL it then; ``check`` the folder
+    after each kill.  Returns how many runs were killed (a run may finish before its moment)."""
+    kills = 0
+    for ready, delay in moments:
+        kills += kill_when(spawn(args, log), ready, float(delay))
+        check()
+    return kills
+
+
 def finish(args: list, log: Path) -> None:
     proc = spawn(args, log)
     assert proc.wait(TIMEOUT) == 0, log.read_text()[-3000:]
@@ -91,10 +101,7 @@ def test_train_killed_at_random_moments_resumes_to_the_end(tmp_path):
     # the first kill lands while a checkpoint is being written (its temp file exists)
     moments = [(has_temp(run), 0.0), (exists(run / "state.pt"), rng.uniform(0.0, 0.4)),
                (exists(run / "train.log"), rng.uniform(0.0, 0.4))]
-    kills = 0
-    for ready, delay in moments:
-        kills += kill_when(spawn(args, log), ready, float(delay))
-        check_run(run)
+    kills = kill_at(moments, args, log, lambda: check_run(run))
     assert kills >= 2, log.read_text()[-3000:]
     finish(args, log)
     check_run(run)
@@ -123,10 +130,7 @@ def test_prepare_killed_at_random_moments_resumes_to_the_same_store(tmp_path):
     args = ["prepare", "--speech", SPEECH, "--rirs", RIR, "--copies", "6", "--items-per-shard", "1", "-o", out]
     moments = [(has_temp(out), 0.0), (exists(out / "shard-00002.dvs"), rng.uniform(0.0, 0.3)),
                (exists(out / store.META), rng.uniform(0.0, 0.3))]
-    kills = 0
-    for ready, delay in moments:
-        kills += kill_when(spawn(args, log), ready, float(delay))
-        check_store(out)
+    kills = kill_at(moments, args, log, lambda: check_store(out))
     assert kills >= 2, log.read_text()[-3000:]
     finish(args, log)
     check_store(out)

@@ -73,6 +73,13 @@ class FeatureConfig:
             raise DereverbError("features: power must be in (0, 1]")
 
 
+def require(checks: list[tuple[bool, str]]) -> None:
+    """Raise :class:`DereverbError` with the message of the first failed ``(ok, message)`` check."""
+    for ok, message in checks:
+        if not ok:
+            raise DereverbError(message)
+
+
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A dataclass (possibly nested) as plain JSON/YAML-safe types."""
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))

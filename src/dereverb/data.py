@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from . import audio, rooms
-from .config import StftConfig
+from .config import StftConfig, require
 from .errors import DereverbError
 from .rooms import Rir, warn_skipped
 
@@ -73,9 +73,7 @@ class DataConfig:
             (self.rir_channels in ("first", "all"), "data.rir_channels must be 'first' or 'all'"),
             (self.epoch_size >= 0 and self.simulate_count >= 0, "data.epoch_size/simulate_count must be >= 0"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise DereverbError(msg)
+        require(checks)
 
 
 # --- speech sources ----------------------------------------------------------------------------

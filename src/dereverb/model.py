@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import spectral
-from .config import FeatureConfig, StftConfig, from_dict
+from .config import FeatureConfig, StftConfig, from_dict, require
 from .errors import DereverbError
 
 OUTPUTS = ("mapping", "mask", "complex")
@@ -66,9 +66,7 @@ class ModelConfig:
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
             (self.mask_max > 0, "model.mask_max must be > 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise DereverbError(message)
+        require(checks)
 
     @property
     def in_channels(self) -> int:

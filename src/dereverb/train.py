@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from . import checkpoint, losses
 from . import audio
 from .audio import atomic_path
-from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, to_dict
+from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, require, to_dict
 from .data import DataConfig, PairedFolder, build_train_dataset, build_valid_set
 from .errors import DereverbError
 from .model import DereverbModel, ModelConfig, PatchDiscriminator, autocast, autocast_dtype, model_config
@@ -107,9 +107,7 @@ class TrainConfig:
              "train.steps/batch_size/checkpoint_every/valid_every/log_every must be > 0"),
             (self.valid_count >= 0 and self.norm_batches > 0, "train.valid_count >= 0, train.norm_batches > 0"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise DereverbError(message)
+        require(checks)
 
 
 @dataclasses.dataclass(frozen=True)
