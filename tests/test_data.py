@@ -247,3 +247,15 @@ def test_dry_prob_gives_identical_pairs_at_that_rate(corpus):
     assert 10 <= sum(same) <= 30  # Binomial(40, 0.5): far inside these bounds for this seed
     never = take(data.build_train_dataset(config(corpus), StftConfig(), seed=3), 20)
     assert not any(torch.equal(it["reverb"], it["clean"]) for it in never)
+
+
+def test_drr_prob_rescales_room_tails_into_range(corpus, monkeypatch):
+    seen = []
+    real = data.rooms.with_drr
+    monkeypatch.setattr(data.rooms, "with_drr", lambda rir, drr: seen.append(drr) or real(rir, drr))
+    ds = data.build_train_dataset(config(corpus, drr_prob=0.5, drr_range=(4.0, 6.0)), StftConfig(), seed=3)
+    items = take(ds, 40)
+    assert 10 <= len(seen) <= 30 and all(4.0 <= v <= 6.0 for v in seen)
+    assert all(torch.isfinite(it["reverb"]).all() for it in items)
+    with pytest.raises(DereverbError, match="drr_range"):
+        config(corpus, drr_range=(6.0, 4.0))

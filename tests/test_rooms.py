@@ -211,3 +211,24 @@ def test_measured_example_rir(rir_16k):
         warnings.simplefilter("error")
         rir = rooms.analyze(rir_16k, SR, "church")
     assert 1.1 < rir.t30 < 1.6  # St Margaret's church; MANIFEST.tsv estimates T30 = 1.26 s at 44.1 kHz
+
+
+@pytest.mark.parametrize("drr", [-8.0, 5.0, 18.0])
+def test_with_drr_reaches_drr_and_keeps_direct_path_and_decay(drr, rng, speech):
+    speech, _ = speech
+    rir = rooms.analyze(synthetic_rir(0.6, rng), SR, "x")
+    out = rooms.with_drr(rir, drr)
+    d = out.direct_index
+    assert rooms.direct_to_reverberant(out.audio, d, SR) == pytest.approx(drr, abs=1e-4)
+    assert out.drr == drr and out.meta["drr_from"] == pytest.approx(rir.drr, abs=1e-6)
+    assert out.audio[d] == 1.0 and out.t30 == rir.t30
+    for target in ("direct", "dry"):  # the target is untouched
+        assert np.array_equal(rooms.reverberate(speech, out, target)[1], rooms.reverberate(speech, rir, target)[1])
+    tail = slice(d + 41, None)  # past the +-2.5 ms window: one gain, so the same decay
+    gain = 10 ** ((rir.drr - drr) / 20)
+    np.testing.assert_allclose(out.audio[tail], rir.audio[tail] * gain, rtol=1e-5, atol=1e-9)
+
+
+def test_with_drr_leaves_anechoic_rir_alone():
+    rir = rooms.Rir(np.ones(1, np.float32), SR, "anechoic", 0, 0.0, float("inf"))
+    assert rooms.with_drr(rir, 3.0) is rir

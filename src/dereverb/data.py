@@ -45,7 +45,9 @@ class DataConfig:
     ``min_rms_db``: crops of dry speech quieter than this (dBFS) are redrawn.  ``epoch_size``:
     examples per epoch over all ranks and workers; 0 streams forever.  ``dry_prob``: chance of an
     anechoic pair (input = target), so the model learns to leave dry, close-talk speech alone
-    instead of over-processing it.  The train/held-out split is just which paths a recipe lists.
+    instead of over-processing it.  ``drr_prob``: chance that a room RIR is rescaled
+    (:func:`rooms.with_drr`) to a DRR drawn uniformly from ``drr_range`` dB, which teaches the
+    near-field input that a simulated pool rarely holds.  The train/held-out split is just which paths a recipe lists.
     """
 
     speech: tuple[str, ...] = ()
@@ -61,12 +63,17 @@ class DataConfig:
     epoch_size: int = 0
     strict: bool = False
     dry_prob: float = 0.0
+    drr_prob: float = 0.0
+    drr_range: tuple[float, float] = (-5.0, 20.0)
 
     def __post_init__(self) -> None:
         checks = [
             (self.target in rooms.TARGETS, f"data.target must be one of {list(rooms.TARGETS)}"),
             (0.0 <= self.measured_prob <= 1.0, "data.measured_prob must be in [0, 1]"),
             (0.0 <= self.dry_prob <= 1.0, "data.dry_prob must be in [0, 1]"),
+            (0.0 <= self.drr_prob <= 1.0, "data.drr_prob must be in [0, 1]"),
+            (len(self.drr_range) == 2 and self.drr_range[0] <= self.drr_range[1],
+             "data.drr_range must be [low, high] dB with low <= high"),
             (self.segment_seconds > 0, "data.segment_seconds must be > 0"),
             (len(self.level_db) == 2 and self.level_db[0] <= self.level_db[1] <= 0,
              "data.level_db must be [low, high] dBFS with low <= high <= 0"),
@@ -236,7 +243,10 @@ class ReverbPairs(IterableDataset):
     def pick_rir(self, rng: np.random.Generator) -> Rir:
         if self.cfg.dry_prob > 0 and rng.random() < self.cfg.dry_prob:
             return anechoic(self.sample_rate)
-        return pick_rir(self.measured, self.simulated, self.cfg.measured_prob, rng)
+        rir = pick_rir(self.measured, self.simulated, self.cfg.measured_prob, rng)
+        if self.cfg.drr_prob > 0 and rng.random() < self.cfg.drr_prob:
+            rir = rooms.with_drr(rir, float(rng.uniform(*self.cfg.drr_range)))
+        return rir
 
     def dry_crop(self, rng: np.random.Generator, context: int) -> tuple[np.ndarray, int]:
         """A crop of ``context + length`` samples whose last ``length`` are active speech;

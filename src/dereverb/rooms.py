@@ -463,6 +463,27 @@ def target_kernel(rir: Rir, target: str = "direct") -> tuple[np.ndarray, int]:
     raise DereverbError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
 
 
+def with_drr(rir: Rir, drr_db: float) -> Rir:
+    """The RIR rescaled outside its direct-path window (+-2.5 ms) so its DRR is ``drr_db``.
+
+    Data augmentation after Bryan (ICASSP 2020, "Impulse response data augmentation"): a room's
+    tail with a louder direct path is the same room heard from closer, so a pool simulated at
+    0.5-4 m (DRR mostly below 0 dB) also teaches near-field input (DRR +5 to +15 dB), the case
+    where an untaught model over-processes.  The direct path stays at 1, so the target does not
+    change, nor does the tail's decay rate (T30).
+    """
+    d, w = rir.direct_index, _ms(rir.sample_rate, DIRECT_MS)
+    now = direct_to_reverberant(rir.audio, d, rir.sample_rate)
+    if now > 200:  # no tail to rescale (an anechoic RIR)
+        return rir
+    gain = 10.0 ** ((now - drr_db) / 20.0)
+    h = rir.audio.copy()
+    h[: max(0, d - w)] *= gain
+    h[d + w + 1 :] *= gain
+    return dataclasses.replace(rir, audio=h, drr=float(drr_db),
+                               meta={**rir.meta, "drr_from": now})
+
+
 def reverberate(dry: np.ndarray, rir: Rir, target: str = "direct") -> tuple[np.ndarray, np.ndarray]:
     """Convolve ``dry`` ``(S,)`` with the RIR: returns ``(reverberant, target)``, both ``(S,)``.
 
