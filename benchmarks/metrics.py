@@ -84,13 +84,13 @@ def _speech(n: int) -> list[np.ndarray]:
 
 
 def accuracy(n_rooms: int, seed: int = 0) -> None:
-    from dereverb import rooms
+    from dereverb import simulate
 
     rng = np.random.default_rng(seed)
     speech = _speech(n_rooms)
     rows = []
     for i in range(n_rooms):
-        rir = rooms.simulate_rir(float(rng.uniform(0.2, 1.2)), float(rng.uniform(0.5, 3.0)), SR, rng)
+        rir = simulate.simulate_rir(float(rng.uniform(0.2, 1.2)), float(rng.uniform(0.5, 3.0)), SR, rng)
         dry = speech[i % len(speech)]
         y = ss.oaconvolve(dry, rir.audio)[: dry.size]
         rows.append((rir.t30, metrics.estimate_t60(y, SR), rir.drr, metrics.estimate_drr(y, SR)))

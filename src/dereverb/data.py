@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from . import audio, rooms
+from . import audio, rooms, simulate
 from .config import StftConfig, require
 from .errors import DereverbError
 from .rooms import Rir, warn_skipped
@@ -286,9 +286,9 @@ def load_rir_sets(cfg: DataConfig, sample_rate: int, seed: int = 0) -> tuple[lis
     simulated: list[Rir] = []
     if cfg.rir_pool:
         pool = Path(cfg.rir_pool)
-        if not (pool / rooms.POOL_INDEX).is_file() and cfg.simulate_count > 0:
-            rooms.simulate_pool(cfg.simulate_count, pool, seed, sample_rate)
-        simulated = rooms.load_pool(pool, sample_rate, cfg.strict)
+        if not (pool / simulate.POOL_INDEX).is_file() and cfg.simulate_count > 0:
+            simulate.simulate_pool(cfg.simulate_count, pool, seed, sample_rate)
+        simulated = simulate.load_pool(pool, sample_rate, cfg.strict)
     return measured, simulated
 
 

@@ -13,13 +13,11 @@ warning) if it would clip.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import glob
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +30,7 @@ from torch import Tensor
 from . import audio, spectral
 from .chunking import ChunkConfig, Fifo, OverlapAdd, StreamResampler
 from .errors import DereverbError
+from .outputs import check_target, make_folder, plan_outputs, probe_writable, scratch_file
 
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PHASES = ("reverberant", "griffinlim", "model")
@@ -275,13 +274,13 @@ class Dereverberator:
         """
         src, dst = Path(src), Path(dst)
         meta = audio.info(src)
-        _check_target(dst, [src], overwrite)
+        check_target(dst, [src], overwrite)
         channels = 1 if mono else meta.channels
         rate = meta.sample_rate if output_rate == "input" else self.sample_rate
-        _make_folder(dst.parent)
+        make_folder(dst.parent)
         for stale in dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp"):  # left by a killed run
             stale.unlink(missing_ok=True)
-        with _scratch(dst) as tmp:
+        with scratch_file(dst) as tmp:
             peak, n = 0.0, 0
             try:
                 with open(tmp, "wb") as f:
@@ -314,64 +313,12 @@ class Dereverberator:
         jobs = plan_outputs(inputs, out, suffix)
         for src, _ in jobs:
             audio.info(src)
-        _probe_writable(Path(out).parent if jobs[0][1] == Path(out) else Path(out))
+        probe_writable(Path(out).parent if jobs[0][1] == Path(out) else Path(out))
         todo = [(s, d) for s, d in jobs if overwrite or not d.exists()]
         start, seconds = time.perf_counter(), 0.0
         for src, dst in tqdm(todo, unit="file", desc="enhance", disable=None if progress else True):
             seconds += self.enhance_file(src, dst, output_rate, mono, overwrite=overwrite)
         return Summary(len(todo), len(jobs) - len(todo), seconds, time.perf_counter() - start)
-
-
-def plan_outputs(inputs: Sequence[str | Path], out: str | Path, suffix: str = "") -> list[tuple[Path, Path]]:
-    """``(src, dst)`` for every audio file under ``inputs`` (files or folders, recursive).
-
-    A folder's files land under ``out`` at the same relative path; a file lands in ``out``.  With
-    one input file, ``out`` may name the output file itself (it then has an audio suffix).
-    ``suffix`` is added to each output's stem.  Files under ``out`` are not inputs (``-o`` may lie
-    inside an input folder, and a rerun must not enhance the outputs).  Refuses outputs that
-    collide or hit an input.
-    """
-    out = Path(out)
-    first = Path(inputs[0]) if inputs else None
-    to_file = (len(inputs) == 1 and first.is_file() and not out.is_dir()
-               and out.suffix.lower() in audio.AUDIO_SUFFIXES)
-    if out.exists() and not out.is_dir() and not to_file:
-        raise DereverbError(f"{out}: is a file; -o needs an output folder")
-    jobs: list[tuple[Path, Path]] = []
-    out_root = None if to_file else out.resolve()
-    for root in map(Path, inputs):
-        files = audio.list_audio(root)
-        if root.is_dir() and out_root is not None and not root.resolve().is_relative_to(out_root):
-            files = [f for f in files if not f.resolve().is_relative_to(out_root)]  # earlier outputs
-        if not files:
-            raise DereverbError(f"{root}: no audio files ({', '.join(audio.AUDIO_SUFFIXES)}) in this folder")
-        for f in files:
-            rel = Path(f.name) if root.is_file() else f.relative_to(root)
-            dst = out if to_file else out / rel.with_name(f"{rel.stem}{suffix}{rel.suffix}")
-            audio.format_for(dst)
-            jobs.append((f, dst))
-    seen: dict[Path, Path] = {}
-    for src, dst in jobs:
-        if dst in seen and seen[dst].resolve() != src.resolve():
-            raise DereverbError(f"{dst}: two inputs would write here ({seen[dst]} and {src}); use separate runs")
-        seen[dst] = src
-    jobs = [(src, dst) for dst, src in seen.items()]  # the same file named twice runs once
-    sources = [s for s, _ in jobs]
-    for _, dst in jobs:
-        _check_target(dst, sources, overwrite=True)
-    return jobs
-
-
-def _check_target(dst: Path, sources: Sequence[Path], overwrite: bool) -> None:
-    """Refuse a ``dst`` that is one of ``sources`` (whatever ``overwrite`` says), or exists."""
-    if dst.is_dir():
-        raise DereverbError(f"{dst}: is a folder, expected an output file name")
-    resolved = dst.resolve()
-    for src in sources:
-        if resolved == src.resolve() or (dst.exists() and os.path.samefile(dst, src)):
-            raise DereverbError(f"{dst}: is an input file; choose another output folder or a --suffix")
-    if dst.exists() and not overwrite:
-        raise DereverbError(f"{dst}: already exists; pass --overwrite to replace it")
 
 
 def _read_blocks(src: Path, block: int, mono: bool) -> Iterator[np.ndarray]:
@@ -388,34 +335,3 @@ def _gain(peak: float, what: str) -> float:
     warnings.warn(f"{what}: peak {peak:.3f} would clip; scaled down by {20 * math.log10(peak / PEAK):.1f} dB",
                   stacklevel=3)
     return PEAK / peak
-
-
-def _make_folder(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DereverbError(f"{folder}: cannot create the output folder ({e.strerror or e})") from e
-
-
-def _probe_writable(folder: Path) -> None:
-    """Create ``folder`` if needed and check a file can be created in it."""
-    _make_folder(folder)
-    try:
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as e:
-        raise DereverbError(f"{folder}: cannot write to the output folder ({e.strerror or e})") from e
-
-
-@contextlib.contextmanager
-def _scratch(dst: Path) -> Iterator[Path]:
-    """A temporary file beside ``dst``, removed on exit whatever happens."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".f32.tmp", dir=dst.parent)
-    except OSError as e:
-        raise DereverbError(f"{dst.parent}: cannot write to the output folder ({e.strerror})") from e
-    os.close(fd)
-    try:
-        yield Path(name)
-    finally:
-        Path(name).unlink(missing_ok=True)

@@ -11,7 +11,7 @@ Layout written to ``OUT``::
 Conditions are either REVERB-challenge-like simulated rooms (Kinoshita et al. 2016: T60 0.25 /
 0.5 / 0.7 s x a near 0.5 m and a far 2 m source, by default), or one per measured RIR file.
 Everything is drawn from ``seed`` (utterances, rooms, positions, and through
-``rooms.simulate_rir`` pyroomacoustics' own generators).  Simulated RIRs are also saved in
+``simulate.simulate_rir`` pyroomacoustics' own generators).  Simulated RIRs are also saved in
 ``rirs/`` and a rerun into the same folder reuses them, so a rerun is fast and rebuilds the set
 identically even under another pyroomacoustics version.
 """
@@ -47,7 +47,7 @@ class TestsetConfig:
 
 
 def _simulated(cfg: TestsetConfig, out: Path, rng: np.random.Generator) -> list[tuple[str, object]]:
-    from . import rooms
+    from . import rooms, simulate
 
     conditions = []
     for t60 in cfg.t60s:
@@ -56,7 +56,7 @@ def _simulated(cfg: TestsetConfig, out: Path, rng: np.random.Generator) -> list[
             saved = out / "rirs" / f"{cond}.wav"
             room_rng = np.random.default_rng(rng.integers(2**63))  # drawn even when reused
             if not saved.is_file():
-                sim = rooms.simulate_rir(t60, distance, cfg.sample_rate, room_rng)
+                sim = simulate.simulate_rir(t60, distance, cfg.sample_rate, room_rng)
                 audio.write(saved, sim.audio, cfg.sample_rate, subtype="FLOAT")
             # first run and reruns both build the set from the saved file: identical results
             h, _ = audio.read(saved, cfg.sample_rate)

@@ -3,7 +3,8 @@
 Run folder ``runs/<name>/``: ``config.yaml`` (resolved), ``last.safetensors`` and
 ``best.safetensors`` (model files, see :mod:`dereverb.checkpoint`), ``state.pt`` (resume state:
 weights, optimisers, step, RNG), ``train.log``, ``tb/`` (TensorBoard scalars) and
-``samples/step_NNNNNNN/`` (audio and spectrograms of a few validation items).
+``samples/step_NNNNNNN/`` (audio and spectrograms of a few validation items; the log, scalars and
+samples are written by :mod:`dereverb.runlog`, the metrics come from :mod:`dereverb.validation`).
 
 Reproducibility: the data stream restarts at every checkpoint with ``set_epoch(step)`` (a seed
 derived from ``(train.seed, step)``), and the RNG state is saved with the weights, so a run that
@@ -16,7 +17,6 @@ import dataclasses
 import itertools
 import math
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,16 +24,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import yaml
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from . import checkpoint, losses
-from . import audio
-from .audio import atomic_path
 from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, require, to_dict
 from .data import DataConfig, PairedFolder, build_train_dataset, build_valid_set
 from .errors import DereverbError
 from .model import DereverbModel, ModelConfig, PatchDiscriminator, autocast, autocast_dtype, model_config
+from .runlog import RunLog, check_outside_data, check_run_dir, write_samples
+from .validation import unprocessed, validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,45 +230,6 @@ def _pairs(batch: dict, model: DereverbModel, device: torch.device):
     return tuple(batch[k].to(device).to(torch.complex64) for k in ("reverb_mag", "clean_mag")) + (None,)
 
 
-# --- validation ----------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def validate(model: DereverbModel, items: list[dict], device: torch.device,
-             with_pesq: bool) -> tuple[dict[str, float], list[torch.Tensor]]:
-    """Mean SI-SDR (dB) and log-spectral distance (dB), plus PESQ/ESTOI when dereverb.metrics loads."""
-    model.eval()
-    metrics = _metrics_module() if with_pesq else None
-    rows, outputs = [], []
-    for item in items:
-        reverb, clean = item["reverb"].to(device)[None], item["clean"].to(device)[None]  # (1, S)
-        est = model.enhance_wave(reverb)
-        row = {"si_sdr": losses.si_sdr(est, clean).item(),
-               "lsd": losses.log_spectral_distance(model.stft(est).abs(), model.stft(clean).abs()).item()}
-        if metrics is not None:
-            ref, out, sr = clean[0].cpu().numpy(), est[0].cpu().numpy(), model.stft_config.sample_rate
-            row.update(pesq=float(metrics.pesq(ref, out, sr)), estoi=float(metrics.estoi(ref, out, sr)))
-        rows.append(row)
-        outputs.append(est[0].cpu())
-    model.train()
-    means = {k: _finite_mean([r[k] for r in rows]) for k in rows[0]} if rows else {}
-    return means, outputs
-
-
-def _finite_mean(values: list[float]) -> float:
-    """Mean of the finite values (a metric is NaN where it is undefined, e.g. ESTOI on silence)."""
-    finite = [v for v in values if math.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
-def _metrics_module():
-    try:
-        from . import metrics
-    except ImportError:
-        return None
-    return metrics
-
-
 # --- the loop ------------------------------------------------------------------------------------
 
 
@@ -288,9 +248,9 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     tc = cfg.train
     rank, world, device = _distributed(tc.device)
     run_dir = Path(run_dir)
-    _check_run_dir(run_dir, cfg)
+    check_run_dir(run_dir, cfg)
     train_set = _train_source(cfg, rank, world)
-    _check_outside_data(run_dir, cfg)
+    check_outside_data(run_dir, cfg)
     valid = _valid_set(cfg, train_set) if rank == 0 else []
     log = RunLog(run_dir, cfg, enabled=rank == 0, progress=tc.progress)
 
@@ -321,7 +281,7 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
             dist.broadcast(model.normalizer.mean, 0)
             dist.broadcast(model.normalizer.std, 0)
         if valid:
-            rows = [_unprocessed(model, item, device) for item in valid]
+            rows = [unprocessed(model, item, device) for item in valid]
             base = {k: float(np.mean([r[k] for r in rows])) for k in ("si_sdr", "lsd")}
             log.info(f"unprocessed validation: si_sdr {base['si_sdr']:.2f} dB, lsd {base['lsd']:.2f} dB")
 
@@ -425,12 +385,6 @@ def _restore(state: dict[str, Any], model, opt, disc, opt_d) -> tuple[int, float
     return int(state["step"]), state.get("best")
 
 
-def _unprocessed(model: DereverbModel, item: dict, device: torch.device) -> dict[str, float]:
-    reverb, clean = item["reverb"].to(device)[None], item["clean"].to(device)[None]  # (1, S)
-    return {"si_sdr": losses.si_sdr(reverb, clean).item(),
-            "lsd": losses.log_spectral_distance(model.stft(reverb).abs(), model.stft(clean).abs()).item()}
-
-
 def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
     if world > 1:
         value = value.float().clone()
@@ -441,129 +395,3 @@ def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
 
 def _meta(cfg: RunConfig, step: int, metrics: dict[str, float]) -> dict[str, Any]:
     return {"step": step, "metrics": metrics, "train": to_dict(cfg.train), "data": to_dict(cfg.data)}
-
-
-# --- the run folder ------------------------------------------------------------------------------
-
-
-def _check_outside_data(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse a run folder inside a data folder: its audio samples would become training data."""
-    inputs = [*cfg.data.speech, *cfg.data.rirs, *cfg.valid.speech, *cfg.valid.rirs,
-              cfg.source.clean_dir, cfg.source.reverb_dir]
-    for folder in (Path(p) for p in inputs if p):
-        if folder.is_dir() and run_dir.resolve().is_relative_to(folder.resolve()):
-            raise DereverbError(f"{run_dir}: the run folder is inside the data folder {folder}, where its "
-                                "audio samples would become training data; use another --run-dir")
-
-
-def _check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to resume a run whose model, STFT or features differ from ``cfg``."""
-    old = run_dir / "config.yaml"
-    if not (old.is_file() and (run_dir / "state.pt").is_file()):
-        return
-    saved = yaml.safe_load(old.read_text()) or {}
-    for key in ("stft", "features", "model"):
-        if saved.get(key) != to_dict(getattr(cfg, key)):
-            raise DereverbError(f"{run_dir}: this run was started with a different {key} configuration; "
-                                "use another --run-dir or the original recipe")
-
-
-class RunLog:
-    """Console (tqdm), ``train.log``, TensorBoard and ``config.yaml`` of a run; silent off rank 0."""
-
-    def __init__(self, run_dir: Path, cfg: RunConfig, enabled: bool, progress: bool):
-        self.enabled, self.show_bar, self.bar, self.tb = enabled, progress and enabled, None, None
-        if not enabled:
-            return
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DereverbError(f"{run_dir}: cannot create the run folder ({e.strerror})") from e
-        for stale in run_dir.rglob(".*.tmp"):  # temp files of a run killed mid-write
-            stale.unlink(missing_ok=True)
-        with atomic_path(run_dir / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        self.file = open(run_dir / "train.log", "a")
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.tb = SummaryWriter(str(run_dir / "tb"))
-        except ImportError:
-            self.info("tensorboard is not installed: no TensorBoard scalars (pip install dereverb[train])")
-
-    def info(self, message: str) -> None:
-        if not self.enabled:
-            return
-        line = f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}"
-        self.file.write(line + "\n")
-        self.file.flush()
-        (self.bar.write if self.bar is not None else print)(message, file=sys.stderr)
-
-    def start(self, step: int, total: int) -> None:
-        if self.show_bar:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True)
-
-    def step(self, step: int, loss: float, rate: float, lr: float, grad_norm: float,
-             parts: dict[str, float], every: int) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{rate:.1f}", refresh=False)
-            self.bar.update(1)
-        if not self.enabled or step % every:
-            return
-        self.file.write(f"step {step} loss {loss:.5f} lr {lr:.3e} grad_norm {grad_norm:.3f} examples/s {rate:.2f} "
-                        + " ".join(f"{k} {v:.5f}" for k, v in parts.items()) + "\n")
-        self.file.flush()
-        if self.tb is not None:
-            for name, value in {"loss": loss, "lr": lr, "grad_norm": grad_norm, "examples_per_s": rate,
-                                **{f"loss_{k}": v for k, v in parts.items()}}.items():
-                self.tb.add_scalar(f"train/{name}", value, step)
-
-    def valid(self, step: int, metrics: dict[str, float]) -> None:
-        self.info(f"step {step} validation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-        if self.tb is not None:
-            for name, value in metrics.items():
-                self.tb.add_scalar(f"valid/{name}", value, step)
-            self.tb.flush()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.enabled:
-            self.file.close()
-            if self.tb is not None:
-                self.tb.close()
-
-
-def write_samples(folder: Path, items: list[dict], outputs: list[torch.Tensor], model: DereverbModel) -> None:
-    """``NN_{reverb,enhanced,clean}.wav`` and ``NN.png`` (three dB spectrograms) per item."""
-    if not items:
-        return
-    folder.mkdir(parents=True, exist_ok=True)
-    sr = model.stft_config.sample_rate
-    for i, (item, est) in enumerate(zip(items, outputs)):
-        waves = {"reverb": item["reverb"], "enhanced": est, "clean": item["clean"]}
-        for name, wave in waves.items():
-            audio.write(folder / f"{i:02d}_{name}.wav", wave.cpu().numpy(), sr, subtype="FLOAT")
-        _spectrogram_png(folder / f"{i:02d}.png", waves, model)
-
-
-def _spectrogram_png(path: Path, waves: dict[str, torch.Tensor], model: DereverbModel) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    fig, axes = plt.subplots(1, len(waves), figsize=(4 * len(waves), 3), sharey=True)
-    for ax, (name, wave) in zip(axes, waves.items()):
-        with torch.no_grad():
-            mag = model.stft(wave.to(model.stft.window.device)[None])[0].abs().cpu()  # (F, T)
-        ax.imshow(20 * torch.log10(mag.clamp_min(1e-5)).numpy(), origin="lower", aspect="auto", vmin=-100, vmax=0)
-        ax.set_title(name)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    plt.close(fig)

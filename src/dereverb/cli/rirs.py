@@ -34,15 +34,15 @@ def _simulate(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .. import rooms
+    from .. import simulate
     from ..errors import DereverbError
 
     if args.count < 1:
         raise DereverbError("--count must be at least 1")
-    sampler = rooms.RoomSampler(t60=tuple(args.t60), distance=tuple(args.distance))
+    sampler = simulate.RoomSampler(t60=tuple(args.t60), distance=tuple(args.distance))
     with tqdm(total=args.count, unit="rir") as bar:
-        rows = rooms.simulate_pool(args.count, args.output, args.seed, args.sample_rate, sampler,
-                                   progress=lambda done, _: bar.update(done - bar.n))
+        rows = simulate.simulate_pool(args.count, args.output, args.seed, args.sample_rate, sampler,
+                                      progress=lambda done, _: bar.update(done - bar.n))
     t30 = np.array([float(r["t30"]) for r in rows])
     drr = np.array([float(r["drr"]) for r in rows])
     print(f"{args.output}: {len(rows)} RIRs at {args.sample_rate} Hz; measured T30 "

@@ -17,7 +17,7 @@ and the free-decay step of Lebart, Boucher & Denbigh's late-reverberation model,
    reverberant energy.  The median step ``s`` (dB) over all decays maps to DRR by the linear fit
    ``DRR = 2.48 s - 13.08`` made on the simulated rooms below.
 
-Accuracy, measured on 60 pyroomacoustics rooms (``rooms.simulate_rir``: T60 0.2-1.2 s, source
+Accuracy, measured on 60 pyroomacoustics rooms (``simulate.simulate_rir``: T60 0.2-1.2 s, source
 distance 0.5-3 m, 16 kHz), each convolved with a different LibriSpeech utterance, noise free:
 T60 mean absolute error 0.11 s (median 0.09 s, bias +0.00 s, correlation 0.89 with the measured
 T30); DRR mean absolute error 3.2-4.3 dB in two-fold cross-validation (correlation 0.67; the true

@@ -1,0 +1,57 @@
+"""Validation during training: a model's SI-SDR (dB) and log-spectral distance (dB) on fixed
+reverberant/clean pairs, plus PESQ and ESTOI when :mod:`dereverb.metrics` loads, and the same
+SI-SDR/LSD of the unprocessed input as a baseline.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import losses
+from .model import DereverbModel
+
+
+@torch.no_grad()
+def validate(model: DereverbModel, items: list[dict], device: torch.device,
+             with_pesq: bool) -> tuple[dict[str, float], list[torch.Tensor]]:
+    """Mean SI-SDR (dB) and log-spectral distance (dB), plus PESQ/ESTOI when dereverb.metrics loads."""
+    model.eval()
+    metrics = _metrics_module() if with_pesq else None
+    rows, outputs = [], []
+    for item in items:
+        reverb, clean = item["reverb"].to(device)[None], item["clean"].to(device)[None]  # (1, S)
+        est = model.enhance_wave(reverb)
+        row = {"si_sdr": losses.si_sdr(est, clean).item(),
+               "lsd": losses.log_spectral_distance(model.stft(est).abs(), model.stft(clean).abs()).item()}
+        if metrics is not None:
+            ref, out, sr = clean[0].cpu().numpy(), est[0].cpu().numpy(), model.stft_config.sample_rate
+            row.update(pesq=float(metrics.pesq(ref, out, sr)), estoi=float(metrics.estoi(ref, out, sr)))
+        rows.append(row)
+        outputs.append(est[0].cpu())
+    model.train()
+    means = {k: _finite_mean([r[k] for r in rows]) for k in rows[0]} if rows else {}
+    return means, outputs
+
+
+def _finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (a metric is NaN where it is undefined, e.g. ESTOI on silence)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def _metrics_module():
+    try:
+        from . import metrics
+    except ImportError:
+        return None
+    return metrics
+
+
+def unprocessed(model: DereverbModel, item: dict, device: torch.device) -> dict[str, float]:
+    """SI-SDR and LSD (dB) of an item's reverberant input against its clean target: the baseline."""
+    reverb, clean = item["reverb"].to(device)[None], item["clean"].to(device)[None]  # (1, S)
+    return {"si_sdr": losses.si_sdr(reverb, clean).item(),
+            "lsd": losses.log_spectral_distance(model.stft(reverb).abs(), model.stft(clean).abs()).item()}
