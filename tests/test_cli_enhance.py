@@ -91,6 +91,9 @@ def test_options_mono_model_rate_strength_and_onnx(tree, tmp_path, model_file):
     assert (info.channels, info.samplerate, info.frames) == (1, 16000, round(20000 * 16000 / 44100))
     assert enhance(tree / "a.wav", "-o", tmp_path / "one.wav", model=model_file) == 0  # -o names a file
     assert sf.info(tmp_path / "one.wav").frames == 24000
+    assert enhance(tree / "a.wav", "-o", tmp_path / "wpe.wav", "--wpe", model=model_file) == 0
+    plain, cascade = sf.read(tmp_path / "one.wav")[0], sf.read(tmp_path / "wpe.wav")[0]
+    assert plain.shape == cascade.shape and not np.array_equal(plain, cascade)
 
 
 def test_interrupted_folder_run_leaves_no_partial_file_and_rerun_finishes(tree, tmp_path, model_file, monkeypatch):

@@ -226,3 +226,21 @@ def test_chunk_geometry_is_checked():
     with pytest.raises(DereverbError, match="too short"):
         Dereverberator(tiny_model(), "cpu", chunk=ChunkConfig(chunk_frames=40, margin_frames=8, fade_frames=8))(
             np.ones(20000, np.float32) * 0.1, 16000)
+
+
+def test_wpe_cascade_is_the_model_on_wpe_output(reverberant):
+    """Whole-signal: the cascade equals the network applied to WPE's output.  Chunked, WPE
+    re-estimates its filters per segment (2.5 s here, 16 s by default), so it is only closer to
+    the whole-signal cascade than to the model without WPE."""
+    from dereverb.baselines import WpeConfig, wpe
+
+    x, cfg = reverberant[:48000], WpeConfig(taps=10, iterations=2)
+    whole = ChunkConfig(chunk_frames=0)
+    plain = Dereverberator(tiny_model(), "cpu", chunk=whole)
+    cascade = Dereverberator(tiny_model(), "cpu", chunk=whole, wpe=cfg)
+    np.testing.assert_allclose(cascade(x, 16000), plain(wpe(x, cfg), 16000), atol=1e-5)
+    without = rel_rms(plain(x, 16000), cascade(x, 16000))
+    assert without > 1e-2  # WPE did change the input
+    short = ChunkConfig(chunk_frames=320, margin_frames=64, fade_frames=16)
+    chunked = Dereverberator(tiny_model(), "cpu", chunk=short, wpe=cfg)(x, 16000)
+    assert rel_rms(chunked, cascade(x, 16000)) < 0.5 * without

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from . import audio, spectral
+from .baselines import WpeConfig, wpe
 from .chunking import ChunkConfig, Fifo, OverlapAdd, StreamResampler
 from .errors import DereverbError
 from .outputs import check_target, make_folder, plan_outputs, probe_writable, scratch_file
@@ -60,6 +61,13 @@ def resolve_model(spec: str | Path | None) -> Path:
         f"{name}: no such model file or run folder, nor a bundled model name "
         f"(bundled: {', '.join(names) or 'none'})"
     )
+
+
+def _require_nara_wpe() -> None:
+    try:
+        import nara_wpe  # noqa: F401
+    except ImportError:
+        raise DereverbError("--wpe needs nara_wpe: pip install 'dereverb[metrics]'") from None
 
 
 def inference_net(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -119,10 +127,14 @@ class Dereverberator:
     model's first.  ``strength`` in [0, 1] mixes enhanced and input waveforms (1 = fully
     dereverberated).  ``onnx_net``: a callable run in place of ``model.net`` (see export.py);
     otherwise the torch network runs with its batch norms folded into the convolutions.
+    ``wpe``: run single-channel WPE (:func:`dereverb.baselines.wpe`) on each segment before the
+    network, a WPE + network cascade: WPE removes the late tail by linear prediction, so the
+    network sees the higher-DRR input it handles best (see the bundled model's card).
     """
 
     def __init__(self, model, device: str | torch.device = "auto", phase: str | None = None,
-                 strength: float = 1.0, chunk: ChunkConfig = ChunkConfig(), onnx_net=None):
+                 strength: float = 1.0, chunk: ChunkConfig = ChunkConfig(), onnx_net=None,
+                 wpe: WpeConfig | None = None):
         modes = tuple(model.phase_modes)
         if phase is not None and phase not in modes:
             raise DereverbError(f"--phase {phase}: this model supports {' or '.join(modes)}")
@@ -135,11 +147,14 @@ class Dereverberator:
         self.net = onnx_net if onnx_net is not None else inference_net(model.net, self.device)
         self.phase, self.strength, self.chunk = phase or modes[0], float(strength), chunk
         self.backend = "torch" if onnx_net is None else "onnx"
+        self.wpe = wpe
+        if wpe is not None:
+            _require_nara_wpe()
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "auto", phase: str | None = None,
                         strength: float = 1.0, backend: str = "torch",
-                        chunk: ChunkConfig = ChunkConfig()) -> "Dereverberator":
+                        chunk: ChunkConfig = ChunkConfig(), wpe: WpeConfig | None = None) -> "Dereverberator":
         """Load a bundled model name, a ``.safetensors`` checkpoint, a run folder or an ``.onnx`` file.
 
         ``backend="onnx"`` runs the network with onnxruntime (a checkpoint is exported in memory;
@@ -152,10 +167,10 @@ class Dereverberator:
         file = resolve_model(path)
         if file.suffix == ".onnx":
             model, net = export.load_onnx(file)
-            return cls(model, device, phase, strength, chunk, onnx_net=net)
+            return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe)
         model = checkpoint.load(file, device="cpu")
         net = export.OnnxNet(export.to_onnx_bytes(model)) if backend == "onnx" else None
-        return cls(model, device, phase, strength, chunk, onnx_net=net)
+        return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe)
 
     @property
     def sample_rate(self) -> int:
@@ -193,7 +208,8 @@ class Dereverberator:
         per_call = max(1, self.chunk.batch_frames // frames)
         for i in range(0, len(active), per_call):
             idx = active[i : i + per_call]
-            wave = torch.from_numpy(x[idx]).to(self.device)
+            rows = x[idx] if self.wpe is None else np.stack([wpe(r, self.wpe) for r in x[idx]])
+            wave = torch.from_numpy(rows).to(self.device)
             y[idx] = self._segment(wave).float().cpu().numpy()
         return y
 
