@@ -5,7 +5,7 @@ training RIRs, compares
   (a) RGB PNG images of dB spectrograms through a colormap (matplotlib's magma, each image
       scaled from its own min to max: the usual "spectrogram image"),
   (b) one .npy file per spectrogram (float32 magnitude),
-  (c) dereverb's feature store (``dereverb prepare``: float16 dB in compressed shards),
+  (c) dereverb's feature store (``dereverb prepare``: dB in 0.1 dB steps, compressed shards),
   (d) no storage: on the fly from the FLAC speech + RIRs (the training default),
 and prints for each: bytes per second of audio (against the same reverberant + clean audio as
 16-bit FLAC), random 2 s crop batches per second (16 crops of 256 frames, reverb + clean
@@ -13,6 +13,9 @@ magnitudes; RGB tensors for the PNGs, as option (a) trains on them) with 0 and 2
 workers, and fidelity: the SNR of the reverberant audio
 rebuilt from the stored form with the exact reverberant phase, against the audio rebuilt from the
 exact magnitude (the PNG at its best: its min/max kept beside it, which most pipelines forget).
+Then the store's settings side by side (dB step ``quant_db`` x codec): size, fidelity and random
+2 s crops per second served from one process (float32 magnitudes, what training consumes), and
+the two targets of issue 3 (size <= 2.5x the FLAC, >= 1000 crops/s).
 
     python benchmarks/storage.py                 # ~2-3 minutes on 2 cores
     python benchmarks/storage.py --backends      # also HDF5 / zarr / .npy memmap layouts
@@ -34,7 +37,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from dereverb import audio, data, rooms, spectral, store
+from dereverb import audio, data, rooms, shards, spectral, store
 from dereverb.config import StftConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -42,6 +45,8 @@ TRAIN_RIRS = ("openair__genesis6_live_room_pmc", "openair__toob_Genesis_6_Studio
               "openair__qv_medium_chamber", "openair__qv_medium_hall", "freesound__peter1955_colmar_basement_clap")
 STFT = StftConfig()
 FRAMES, BATCH = 256, 16
+SETTINGS = ((0.0, "lz4hc"), (0.0, "zstd"), (0.05, "lz4hc"), (0.05, "zstd"), (0.1, "lz4hc"), (0.1, "zstd"))  # (quant_db, codec)
+DEFAULT = (store.StoreConfig.quant_db, store.StoreConfig.codec)
 
 
 def flac_bytes(x: np.ndarray) -> int:
@@ -231,24 +236,21 @@ def run(args, work: Path) -> None:
           f"{flac['pair'] / seconds / 1e3:.1f} kB/s (clean alone {flac['clean'] / seconds / 1e3:.1f} kB/s)")
     png, npy = Png(work / "png", pairs), Npy(work / "npy", pairs)
     t = time.perf_counter()
-    cfg = store.StoreConfig(clean_dir=str(work / "pairs" / "clean"), reverb_dir=str(work / "pairs" / "reverb"))
-    store.prepare(cfg, STFT, work / "store")
+    prepare_store(work, DEFAULT)
     prep = time.perf_counter() - t
     sizes = {"png": folder_bytes(work / "png"), "npy": folder_bytes(work / "npy"),
-             "store": folder_bytes(work / "store"), "fly": flac["clean"]}
-    fs = store.FeatureStore(work / "store", frames=None)
-    store_db = {fs.name(i): fs.read(i)[0].astype(np.float64) for i in range(len(fs))}
-    check = names[: min(len(names), 12)]
+             "store": folder_bytes(store_dir(work, DEFAULT)), "fly": flac["clean"]}
+    check = [(n, r) for n, r, _ in pairs[:12]]
     fid = {
-        "png": np.mean([fidelity_db(10 ** (png.db(f"{n}_reverb") / 20), r) for n, r, _ in pairs if n in check]),
-        "npy": np.mean([fidelity_db(np.load(work / "npy" / f"{n}_reverb.npy"), r) for n, r, _ in pairs if n in check]),
-        "store": np.mean([fidelity_db(10 ** (store_db[n] / 20), r) for n, r, _ in pairs if n in check]),
+        "png": np.mean([fidelity_db(10 ** (png.db(f"{n}_reverb") / 20), r) for n, r in check]),
+        "npy": np.mean([fidelity_db(np.load(work / "npy" / f"{n}_reverb.npy"), r) for n, r in check]),
+        "store": store_fidelity(store_dir(work, DEFAULT), check),
     }
     dcfg = data.DataConfig(speech=tuple(map(str, flac_files)), segment_seconds=FRAMES * STFT.hop_length / STFT.sample_rate)
     fly = OnTheFly(data.ReverbPairs(data.scan_speech(dcfg.speech), rirs, [], dcfg, STFT.sample_rate, seed=0))
     forms = {"png": ("(a) RGB PNG + colormap", Crops(png, names, frames)),
              "npy": ("(b) one .npy per spectrogram", Crops(npy, names, frames)),
-             "store": ("(c) feature store", StoreCrops(work / "store")),
+             "store": ("(c) feature store (default: 0.1 dB steps, lz4hc)", StoreCrops(store_dir(work, DEFAULT))),
              "fly": ("(d) on the fly, FLAC + RIRs", fly)}
     print(f"store: prepare took {prep:.1f} s; its files are in the page cache from here on\n")
     print("| form | kB per s of audio | x FLAC (reverb + clean) | batches/s, 0 workers | batches/s, 2 workers | fidelity SNR (dB) |")
@@ -258,20 +260,66 @@ def run(args, work: Path) -> None:
         snr = "exact" if key == "fly" else f"{fid[key]:.1f}"
         print(f"| {label} | {sizes[key] / seconds / 1e3:.1f} | {sizes[key] / flac['pair']:.2f} | "
               f"{rates[0]:.1f} | {rates[1]:.1f} | {snr} |", flush=True)
-    rates = {}
-    for output in ("mag", "db"):
-        single = store.FeatureStore(work / "store", frames=FRAMES, output=output)
-        n, t = 0, time.perf_counter()
-        while time.perf_counter() - t < 3.0:
-            single[n % len(single)]
-            n += 1
-        rates[output] = n / (time.perf_counter() - t)
-    print(f"\nfeature store, one process, warm page cache: {rates['db']:.0f} random 2 s crops/s as stored "
-          f"(float16 dB), {rates['mag']:.0f}/s as float32 magnitudes; (d) counts only the clean FLAC, "
-          f"the RIRs add {sum(r.audio.nbytes for r in rirs) / 1e6:.1f} MB once")
+    print(f"\n(d) counts only the clean FLAC; the RIRs add {sum(r.audio.nbytes for r in rirs) / 1e6:.1f} MB once")
+    store_settings(work, check, seconds, flac["pair"])
     if args.backends:
         backends(pairs, seconds, flac["pair"], work)
     print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+def store_dir(work: Path, setting: tuple[float, str]) -> Path:
+    return work / f"store-{setting[0]:g}-{setting[1]}"
+
+
+def prepare_store(work: Path, setting: tuple[float, str]) -> None:
+    cfg = store.StoreConfig(clean_dir=str(work / "pairs" / "clean"), reverb_dir=str(work / "pairs" / "reverb"),
+                            quant_db=setting[0], codec=setting[1])
+    store.prepare(cfg, STFT, store_dir(work, setting))
+
+
+def store_fidelity(path: Path, check: list[tuple[str, np.ndarray]]) -> float:
+    """Mean fidelity SNR (dB) of the reverberant audio rebuilt from a store's served magnitudes."""
+    fs = store.FeatureStore(path, frames=None)
+    mags = {fs.name(i): fs[i]["reverb_mag"].double().numpy() for i in range(len(fs))}
+    return float(np.mean([fidelity_db(mags[n], r) for n, r in check]))
+
+
+def crops_per_second(stores: list[store.FeatureStore], rounds: int = 4, seconds: float = 0.75) -> list[float]:
+    """Random 2 s crops per second from one process for each store, measured in interleaved
+    rounds so that a load that changes during the run weighs on every store alike."""
+    counts, spent = [0] * len(stores), [0.0] * len(stores)
+    for _ in range(rounds):
+        for k, fs in enumerate(stores):
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                fs[counts[k] % len(fs)]
+                counts[k] += 1
+            spent[k] += time.perf_counter() - start
+    return [c / t for c, t in zip(counts, spent)]
+
+
+def store_settings(work: Path, check, seconds: float, flac_pair: int) -> None:
+    """The store's dB step and codec, side by side; then the issue-3 targets for the default."""
+    for setting in SETTINGS:
+        if not store_dir(work, setting).is_dir():
+            prepare_store(work, setting)
+    stores = [store.FeatureStore(store_dir(work, s), frames=FRAMES) for s in SETTINGS]
+    for fs in stores:  # every shard file in the page cache
+        for i in range(len(fs)):
+            fs.codes(i)
+    rates = crops_per_second(stores)
+    print("\n| store: dB step, codec | kB per s of audio | x FLAC | fidelity SNR (dB) | 2 s crops/s, one process (float32 magnitudes) |")
+    print("|---|---|---|---|---|")
+    for setting, rate in zip(SETTINGS, rates):
+        size = folder_bytes(store_dir(work, setting))
+        step = f"{setting[0]:g} dB" if setting[0] else "0 (float16, lossless)"
+        mark = " (default)" if setting == DEFAULT else ""
+        print(f"| {step}, {setting[1]}{mark} | {size / seconds / 1e3:.1f} | {size / flac_pair:.2f} | "
+              f"{store_fidelity(store_dir(work, setting), check):.1f} | {rate:.0f} |", flush=True)
+    size = folder_bytes(store_dir(work, DEFAULT)) / flac_pair
+    rate = rates[SETTINGS.index(DEFAULT)]
+    print(f"\nissue 3 targets (default store): size {size:.2f}x the FLAC (<= 2.5x: {'met' if size <= 2.5 else 'NOT met'}); "
+          f"{rate:.0f} random 2 s crops/s from one process, warm page cache (>= 1000: {'met' if rate >= 1000 else 'NOT met'})")
 
 
 def backends(pairs, seconds: float, flac_pair: int, work: Path) -> None:
@@ -323,13 +371,13 @@ def backends(pairs, seconds: float, flac_pair: int, work: Path) -> None:
             timed(label, folder_bytes(path), lambda k, s, z=z: z[offsets[k] + s : offsets[k] + s + FRAMES])
     except ImportError:
         print("(zarr not installed: zarr rows skipped)")
-    for codec in store.CODECS:
+    for codec in shards.CODECS:
         path = folder / f"shard-{codec}.dvs"
-        w = store.ShardWriter(path, 2, whole.shape[2], 64, codec)
+        w = shards.ShardWriter(path, 2, whole.shape[2], 64, codec)
         for i, f in enumerate(feats):
-            w.add(str(i), f)
+            w.add(str(i), np.ascontiguousarray(f.transpose(1, 2, 0)).view(np.uint16))  # (2, F, T) float16 bits
         w.close()
-        shard = store.Shard(path)
+        shard = shards.Shard(path)
         timed(f"dereverb shard, {codec} blocks of 64", path.stat().st_size, lambda k, s, sh=shard: sh.read(k, s, FRAMES))
     print("\n| layout (float16 dB, reverb + clean) | kB per s of audio | x FLAC | random 2 s crops/s |\n|---|---|---|---|")
     for label, size, rate in rows:

@@ -1,18 +1,23 @@
-"""Feature store: float16 round trip against exact dB, complex reconstruction, crops across
-blocks, statistics, DataLoader workers, resumability after a crash, checksums."""
+"""Feature store: quantised and float16 round trips against exact dB, store-fed training batches
+against on-the-fly features, format-1 stores, complex reconstruction, crops across blocks,
+statistics, DataLoader workers, resumability after a crash, checksums."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dereverb import audio, rooms, spectral, store
+from dereverb import audio, rooms, shards, spectral, store
 from dereverb.cli import main
 from dereverb.config import StftConfig
 from dereverb.data import DataConfig
 from dereverb.errors import DereverbError
+from dereverb.train import _pairs
+from tiny import tiny_model
 
 SR = 16000
 STFT = StftConfig()
@@ -38,27 +43,110 @@ def paired_config(folders, **kw) -> store.StoreConfig:
     return store.StoreConfig(**{**base, **kw})
 
 
+def exact_db_of(wave: np.ndarray, stft: StftConfig = STFT) -> torch.Tensor:
+    return spectral.magnitude_to_db(spectral.Stft(stft)(torch.from_numpy(wave)).abs())  # (F, T) float32
+
+
 def exact_db(path) -> torch.Tensor:
-    x = torch.from_numpy(audio.read(path)[0][0])
-    return spectral.magnitude_to_db(spectral.Stft(STFT)(x).abs())  # (F, T) float32
+    return exact_db_of(audio.read(path)[0][0])
 
 
-def test_round_trip_within_float16_precision(tmp_path, folders):
-    store.prepare(paired_config(folders), STFT, tmp_path)
+def float16_bound(ref: torch.Tensor) -> torch.Tensor:
+    """float16 keeps 11 significant bits: error <= half a unit in the last place."""
+    return ref.abs() * 2.0**-11 + 1e-6
+
+
+@pytest.mark.parametrize(("quant_db", "codec"), [(0.05, "zstd"), (0.2, "lz4hc"), (0.0, "none")])
+def test_round_trip_within_the_quantisation_step(tmp_path, folders, quant_db, codec):
+    meta = store.prepare(paired_config(folders, quant_db=quant_db, codec=codec), STFT, tmp_path)
+    assert meta["format"] == 2 and meta["quant_db"] == quant_db
     ds = store.FeatureStore(tmp_path, frames=None, output="db")
+    mags = store.FeatureStore(tmp_path, frames=None)
     assert len(ds) == 3 and len(ds.meta["shards"]) == 2
     for i in range(3):
         item = ds[i]
         for key, sub in (("reverb_db", "reverb"), ("clean_db", "clean")):
             ref = exact_db(folders / sub / f"u{i}.wav")
             got = item[key]
-            assert got.dtype == torch.float16 and got.shape == ref.shape
-            got = got.float()
-            # float16 keeps 11 significant bits: error <= half a unit in the last place
-            assert torch.all((got - ref).abs() <= ref.abs() * 2.0**-11 + 1e-6)
-    mag = store.FeatureStore(tmp_path, frames=None)[0]
-    ref = spectral.db_to_magnitude(exact_db(folders / "reverb" / "u0.wav"))
-    assert torch.allclose(mag["reverb_mag"], ref, rtol=0.01, atol=0)
+            assert got.dtype == torch.float32 and got.shape == ref.shape
+            bound = quant_db / 2 + 1e-4 if quant_db else float16_bound(ref)
+            assert torch.all((got - ref).abs() <= bound)
+            if quant_db:  # on the grid
+                steps = (got.double() + 100) / quant_db
+                assert torch.allclose(steps, steps.round(), atol=1e-3)
+        mag = mags[i]["reverb_mag"]  # the table holds exactly 10 ** (dB / 20) of the served dB
+        assert torch.allclose(mag, spectral.db_to_magnitude(item["reverb_db"]), rtol=2e-6, atol=0)
+
+
+def test_quantised_store_is_smaller_and_rebuilds_audio_at_the_expected_snr(tmp_path, folders):
+    sizes, snrs = {}, {}
+    ref_wave = audio.read(folders / "reverb" / "u1.wav")[0][0]
+    spec = spectral.Stft(STFT)(torch.from_numpy(ref_wave))
+    ref = spectral.Stft(STFT).inverse(spec, len(ref_wave)).numpy()
+    for q in (0.0, 0.05, 0.2):
+        meta = store.prepare(paired_config(folders, quant_db=q, codec="zstd"), STFT, tmp_path / str(q))
+        sizes[q] = sum(s["bytes"] for s in meta["shards"])
+        mag = store.FeatureStore(tmp_path / str(q), frames=None)[1]["reverb_mag"]
+        est = spectral.Stft(STFT).inverse(spectral.with_phase(mag, spec), len(ref_wave)).numpy()
+        snrs[q] = 10 * np.log10(np.sum(ref**2) / np.sum((ref - est) ** 2))
+    assert sizes[0.0] > 1.1 * sizes[0.05] > 1.1 * 1.1 * sizes[0.2]
+    # uniform error of q dB: relative magnitude error q ln(10) / 20 / sqrt(12) (55.6 dB at 0.05),
+    # and the iSTFT keeps 1 / (n_fft / hop) of independent errors' energy (+6 dB at 4x overlap)
+    for q in (0.05, 0.2):
+        expected = -20 * np.log10(q * np.log(10) / 20 / np.sqrt(12)) + 10 * np.log10(STFT.n_fft / STFT.hop_length)
+        assert abs(snrs[q] - expected) < 1.5, (q, snrs[q], expected)
+    assert snrs[0.0] > snrs[0.05] + 5  # float16: 11 significant bits
+
+
+def test_store_batch_equals_on_the_fly_features(tmp_path, folders):
+    """What training sees from a store batch (train._pairs -> model.features) against the same
+    frames of the exact STFT of the audio: within half a quantisation step (in dB)."""
+    store.prepare(paired_config(folders), STFT, tmp_path)
+    ds = store.FeatureStore(tmp_path, frames=40, seed=5)
+    ds.set_epoch(2)
+    batch = next(iter(DataLoader(ds, batch_size=3, num_workers=0)))
+    model = tiny_model()
+    reverb, clean, wave = _pairs(batch, model, torch.device("cpu"))
+    assert wave is None and reverb.shape == (3, 257, 40)
+    for side, spec in (("reverb", reverb), ("clean", clean)):
+        got = model.features(spec)[:, 0]  # (3, 256, 40) dB
+        ref = torch.stack([exact_db(folders / side / f"u{i}.wav")[:, ds.crop_start(i) : ds.crop_start(i) + 40]
+                           for i in range(3)])
+        assert torch.all((got - ref[:, : STFT.n_freq]).abs() <= ds.quant_db / 2 + 1e-3)
+    assert len({ds.crop_start(i) for i in range(3)}) > 1
+
+
+def test_format1_store_still_loads():
+    """A store written by format 1 (float16 dB, time-major blocks of 16 frames, lz4hc), from two
+    known signals: it reads as quant_db 0, within float16 precision of their exact dB."""
+    path = Path(__file__).parent / "data" / "store_format1"
+    ds = store.FeatureStore(path, frames=20, verify=True)
+    assert ds.meta["format"] == 1 and ds.quant_db == 0 and ds.stft.n_fft == 64
+    sr = ds.stft.sample_rate
+    for i, n in enumerate((1600, 960)):
+        t = np.arange(n) / sr
+        clean = 0.5 * np.sin(2 * np.pi * (300 * t + 20000 * t**2)) * np.exp(-20 * t)
+        reverb = clean + 0.4 * np.r_[np.zeros(40), clean[:-40]]  # one echo, 2.5 ms late
+        for c, wave in enumerate((reverb, clean)):
+            ref = exact_db_of(wave.astype(np.float32), ds.stft)
+            got = torch.from_numpy(ds.read(i)[c])
+            assert got.shape == ref.shape and torch.all((got - ref).abs() <= float16_bound(ref))
+        whole = ds.read(i)
+        assert np.array_equal(ds.read(i, 13, 18), whole[..., 13:31])  # across a block boundary
+        start = ds.crop_start(i)
+        assert np.allclose(ds[i]["clean_mag"].numpy(), 10 ** (whole[1, :, start : start + 20] / 20), rtol=2e-6)
+
+
+def test_unknown_format_and_bad_quantisation_refused(tmp_path, folders):
+    store.prepare(paired_config(folders), STFT, tmp_path)
+    meta = (tmp_path / "store.json").read_text()
+    (tmp_path / "store.json").write_text(meta.replace('"format": 2', '"format": 3'))
+    with pytest.raises(DereverbError, match="store format 3 is not one this dereverb reads"):
+        store.FeatureStore(tmp_path)
+    for bad in (-0.1, 0.001):
+        with pytest.raises(DereverbError, match="quant_db must be 0"):
+            paired_config(folders, quant_db=bad)
+    assert shards.quantize(np.array([-120.0, -100.0, -99.976, 1e4]), 0.05, -100.0).tolist() == [0, 0, 0, 65535]
 
 
 def test_crops_across_blocks_and_padding(tmp_path, folders):
@@ -165,11 +253,13 @@ def test_not_a_store(tmp_path):
 def test_speech_mode_and_cli(tmp_path, folders, rir_16k, capsys):
     audio.write(tmp_path / "rir.wav", rir_16k, SR, subtype="FLOAT")
     argv = ["prepare", "-o", str(tmp_path / "s"), "--speech", str(folders / "clean"),
-            "--rirs", str(tmp_path / "rir.wav"), "--copies", "2", "--items-per-shard", "4"]
+            "--rirs", str(tmp_path / "rir.wav"), "--copies", "2", "--items-per-shard", "4",
+            "--quant-db", "0.05", "--codec", "zstd"]
     assert main(argv) == 0
     assert "6 items in 2 shard(s)" in capsys.readouterr().out
     ds = store.FeatureStore(tmp_path / "s", frames=64)
     assert len(ds) == 6 and all(s["rir"] == "rir" for s in ds.meta["shards"][0]["sources"])
+    assert ds.quant_db == 0.05 and ds.meta["config"]["codec"] == "zstd"
     item = ds[5]
     assert torch.isfinite(item["reverb_mag"]).all() and item["clean_mag"].shape == (257, 64)
     assert not torch.equal(torch.from_numpy(ds.read(0)), torch.from_numpy(ds.read(1)))  # copies differ

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 NAME = "prepare"
-HELP = "precompute float16 dB spectrogram pairs into a feature store (resumable)"
+HELP = "precompute dB spectrogram pairs (quantised, compressed) into a feature store (resumable)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pair.add_argument("--reverb", help="folder of reverberant files with the same relative names")
     p.add_argument("--config", help="YAML file whose 'data' section is a DataConfig (flags override it)")
     p.add_argument("--complex", action="store_true", help="also store the phases")
-    p.add_argument("--codec", choices=("lz4hc", "none"), default="lz4hc", help="block compression (default lz4hc)")
+    p.add_argument("--quant-db", type=float, default=0.1,
+                   help="step of the stored dB values (default 0.1: error <= 0.05 dB, 55.6 dB fidelity SNR); "
+                        "0 = float16, lossless, about 1.3x bigger")
+    p.add_argument("--codec", choices=("lz4hc", "zstd", "none"), default="lz4hc",
+                   help="block compression (default lz4hc; zstd: about 9%% smaller, half the speed; none: raw)")
     p.add_argument("--items-per-shard", type=int, default=256)
     p.add_argument("--sample-rate", type=int, default=16000, help="Hz (STFT: 512-point Hann, hop 128)")
     p.add_argument("--seed", type=int, default=0)
@@ -45,7 +49,7 @@ def build_config(args: argparse.Namespace):
         raise DereverbError("give --speech (with --rirs and/or --rir-pool) or --clean and --reverb")
     cfg = StoreConfig(data=from_dict(DataConfig, data, "data."), clean_dir=args.clean, reverb_dir=args.reverb,
                       copies=args.copies, items_per_shard=args.items_per_shard,
-                      store_complex=args.complex, codec=args.codec)
+                      store_complex=args.complex, codec=args.codec, quant_db=args.quant_db)
     return cfg, StftConfig(sample_rate=args.sample_rate)
 
 
