@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dereverb import audio, data, rooms
+from dereverb import audio, data, paired, rooms
 from dereverb.config import StftConfig
 from dereverb.errors import DereverbError
 
@@ -122,7 +122,7 @@ def test_items_aligned_on_real_speech_and_rir(tmp_path):
     for item in take(data.build_train_dataset(cfg, STFT, seed=0), 5):
         r, c = item["reverb"].numpy(), item["clean"].numpy()
         assert r.shape == (32768,)
-        assert data.estimate_lag(r, c, 400) == 0  # reverb and direct target share the delay
+        assert paired.estimate_lag(r, c, 400) == 0  # reverb and direct target share the delay
 
 
 def test_same_seed_same_stream_other_seed_other_stream(corpus):
@@ -219,7 +219,7 @@ def pairs(tmp_path, speech, rir_16k):
 
 def test_paired_folder_reports_and_aligns(pairs):
     with pytest.warns(UserWarning) as record:
-        ds = data.PairedFolder(pairs / "clean", pairs / "reverb", SR)
+        ds = paired.PairedFolder(pairs / "clean", pairs / "reverb", SR)
     assert len(record) == 1
     msg = str(record[0].message)
     assert "y.wav: lags clean by 5.0 ms" in msg and "stray.wav: no partner" in msg
@@ -228,14 +228,14 @@ def test_paired_folder_reports_and_aligns(pairs):
     for item in ds:
         r, c = item["reverb"].numpy(), item["clean"].numpy()
         assert r.shape == c.shape
-        assert data.estimate_lag(r, c, 400) == 0
+        assert paired.estimate_lag(r, c, 400) == 0
 
 
 def test_paired_folder_strict_and_crops(pairs):
     with pytest.raises(DereverbError, match="lags clean"):
-        data.PairedFolder(pairs / "clean", pairs / "reverb", SR, strict=True)
+        paired.PairedFolder(pairs / "clean", pairs / "reverb", SR, strict=True)
     with pytest.warns(UserWarning):
-        ds = data.PairedFolder(pairs / "clean", pairs / "reverb", SR, segment_seconds=0.5, seed=1)
+        ds = paired.PairedFolder(pairs / "clean", pairs / "reverb", SR, segment_seconds=0.5, seed=1)
     a, b = ds[1], ds[1]
     assert a["reverb"].shape == (8000,) and torch.equal(a["reverb"], b["reverb"])
 

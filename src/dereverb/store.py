@@ -62,8 +62,9 @@ import torch
 
 from . import audio, rooms, spectral
 from .config import StftConfig, from_dict, to_dict
-from .data import DataConfig, PairedFolder, load_rir_sets, pick_rir, read_segment, scan_speech, set_level
+from .data import DataConfig, load_rir_sets, pick_rir, read_segment, scan_speech, set_level
 from .errors import DereverbError
+from .paired import PairedFolder
 from .shards import (CODECS, Shard, ShardWriter, check_quant, codes_to_magnitude, dequantize, float16_codes, quantize,
                      sha256_file)
 
@@ -237,7 +238,7 @@ class StoreConfig:
     Either ``data`` (speech + RIRs, as for on-the-fly training; each utterance, split into pieces
     of at most ``max_seconds``, is reverberated ``copies`` times with random RIRs and levels) or
     ``clean_dir`` + ``reverb_dir`` (a user's paired folders, aligned as in
-    :class:`dereverb.data.PairedFolder`).  ``store_complex`` adds the phases (float16).
+    :class:`dereverb.paired.PairedFolder`).  ``store_complex`` adds the phases (float16).
     ``quant_db`` is the step of the stored dB values (error at most half of it; 0: float16,
     lossless); ``codec`` compresses each block (``zstd``, ``lz4hc``: Blosc level 9 + byte shuffle,
     ``none``: raw).  The defaults were chosen by measurement (module docstring).

@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from . import checkpoint, losses
 from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, require, to_dict
-from .data import DataConfig, PairedFolder, build_train_dataset, build_valid_set
+from .data import DataConfig, build_train_dataset, build_valid_set
+from .paired import PairedFolder
 from .errors import DereverbError
 from .model import DereverbModel, ModelConfig, PatchDiscriminator, autocast, autocast_dtype, model_config
 from .runlog import RunLog, check_outside_data, check_run_dir, write_samples
