@@ -171,3 +171,24 @@ def test_with_drr_reaches_drr_and_keeps_direct_path_and_decay(drr, rng, speech):
 def test_with_drr_leaves_anechoic_rir_alone():
     rir = rooms.Rir(np.ones(1, np.float32), SR, "anechoic", 0, 0.0, float("inf"))
     assert rooms.with_drr(rir, 3.0) is rir
+
+
+@pytest.mark.parametrize("n, taps, lo, hi", [(1000, 300, 299, 1000), (1000, 300, 0, 1000), (1000, 81, -40, 960),
+                                             (500, 900, 120, 500), (64, 5, 30, 64), (1000, 300, 650, 1000), (100, 10, 100, 100)])
+def test_convolve_part_is_a_slice_of_the_full_convolution(n, taps, lo, hi, rng):
+    x, h = rng.standard_normal(n).astype(np.float32), rng.standard_normal(taps).astype(np.float32)
+    full = np.concatenate([np.zeros(max(0, -lo)), np.convolve(x.astype(np.float64), h), np.zeros(hi)])
+    expected = full[max(0, -lo) + lo : max(0, -lo) + hi]
+    got = rooms.convolve_part(x, h, lo, hi)
+    assert got.dtype == np.float32 and got.shape == (hi - lo,)
+    np.testing.assert_allclose(got, expected, atol=2e-4 * np.abs(full).max())
+
+
+def test_reverberate_skip_is_the_cut_of_the_whole(speech, rir_16k):
+    speech, _ = speech
+    rir = rooms.analyze(rir_16k, SR, "church")
+    skip = len(rir.audio) - 1
+    whole = rooms.reverberate(speech, rir, "direct")
+    part = rooms.reverberate(speech, rir, "direct", skip=skip)
+    for a, b in zip(part, whole):
+        np.testing.assert_allclose(a, b[skip:], atol=1e-5 * np.abs(b).max())

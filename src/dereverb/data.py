@@ -271,8 +271,7 @@ class ReverbPairs(IterableDataset):
         """One pair ``(reverb, clean)``, each ``(length,)`` float32, finite, peak below 1."""
         rir = self.pick_rir(rng)
         dry, ctx = self.dry_crop(rng, context=len(rir.audio) - 1)
-        reverb, clean = rooms.reverberate(dry, rir, self.cfg.target)
-        reverb, clean = reverb[ctx:], clean[ctx:]  # the crop, with reverb from before it
+        reverb, clean = rooms.reverberate(dry, rir, self.cfg.target, skip=ctx)  # the crop, with reverb from before it
         reverb, clean = set_level(reverb, clean, self.cfg.level_db, rng)
         if not (np.isfinite(reverb).all() and np.isfinite(clean).all()):
             raise RuntimeError(f"non-finite pair from RIR {rir.name}")  # a bug, not bad input

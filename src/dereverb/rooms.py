@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import signal
+from scipy import fft as sfft
 
 from . import audio
 from .errors import DereverbError
@@ -255,17 +255,36 @@ def with_drr(rir: Rir, drr_db: float) -> Rir:
                                meta={**rir.meta, "drr_from": now})
 
 
-def reverberate(dry: np.ndarray, rir: Rir, target: str = "direct") -> tuple[np.ndarray, np.ndarray]:
-    """Convolve ``dry`` ``(S,)`` with the RIR: returns ``(reverberant, target)``, both ``(S,)``.
+def convolve_part(x: np.ndarray, h: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``(x * h)[lo:hi]`` (``hi <= len(x)``) of the full linear convolution as float32 ``(hi - lo,)``; indices below 0
+    are zeros.  Only the input that reaches ``[lo, hi)`` is transformed, and the FFT is just long
+    enough for its wrap-around to land before ``lo`` (an ``L``-tap RIR and an ``n``-sample crop
+    after ``L - 1`` samples of context cost one FFT of ``n + L``, not ``n + 2L``)."""
+    out = np.zeros(max(0, hi - lo), np.float32)
+    a = max(lo, 0)
+    if a >= hi:
+        return out
+    start = max(0, a - len(h) + 1)  # the first input sample that reaches output a
+    seg, k = x[start:hi], a - start
+    if len(h) == 1:  # the dry target: an exact delayed copy
+        y = seg * np.float32(h[0])
+    else:
+        size = sfft.next_fast_len(len(seg) + len(h) - 1 - k, real=True)  # >= len(seg): k < len(h)
+        y = sfft.irfft(sfft.rfft(seg, size) * sfft.rfft(h, size), size)[k : hi - start]
+    out[a - lo :] = y
+    return out
+
+
+def reverberate(dry: np.ndarray, rir: Rir, target: str = "direct", skip: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Convolve ``dry`` ``(S,)`` with the RIR: returns ``(reverberant, target)``, both ``(S - skip,)``.
 
     Both carry the delay of the direct path (``rir.direct_index`` samples), so they line up sample
-    for sample; the reverberant tail past ``S`` is dropped.
+    for sample; the reverberant tail past ``S`` is dropped, and so are the first ``skip`` samples
+    (context that only feeds the reverberation of what follows).
     """
     x = np.asarray(dry, dtype=np.float32)
     n = len(x)
     kernel, offset = target_kernel(rir, target)
-    rev = signal.oaconvolve(x, rir.audio)[:n]
-    tgt = np.zeros(n, dtype=np.float32)
-    if offset < n:
-        tgt[offset:] = signal.oaconvolve(x, kernel)[: n - offset]
-    return rev.astype(np.float32), tgt
+    rev = convolve_part(x, rir.audio, skip, n)
+    tgt = convolve_part(x, kernel, skip - offset, n - offset)
+    return rev, tgt
