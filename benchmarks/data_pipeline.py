@@ -28,10 +28,12 @@ TRAIN_RIRS = ("openair__genesis6_live_room_pmc", "openair__toob_Genesis_6_Studio
               "openair__qv_medium_chamber", "openair__qv_medium_hall", "freesound__peter1955_colmar_basement_clap")
 
 
-def pipeline_rate(ds, workers: int, examples: int, batch: int = 8) -> float:
-    """Examples per second after the first batch (worker start-up not counted)."""
+def pipeline_rate(ds, workers: int, examples: int, warmup: int, batch: int = 8) -> float:
+    """Examples per second after ``warmup`` examples (worker start-up and a cold speech cache,
+    which a long training run amortises, not counted)."""
     it = iter(DataLoader(ds, batch_size=batch, num_workers=workers))
-    next(it)
+    for _ in range(1 + warmup // batch):
+        next(it)
     start = time.perf_counter()
     for _ in range(max(1, examples // batch)):
         item = next(it)
@@ -71,18 +73,21 @@ def main() -> None:
     p.add_argument("--pool", default="/work/cache/rirpool", help="simulated RIR pool (skipped if absent)")
     p.add_argument("--examples", type=int, default=200, help="examples timed per worker count")
     p.add_argument("--steps", type=int, default=3, help="timed training steps")
+    p.add_argument("--cache-mb", type=int, default=512, help="data.speech_cache_mb per worker (the recipe's)")
+    p.add_argument("--warmup", type=int, default=1600, help="examples drawn before timing (fills the cache)")
     args = p.parse_args()
     if not (SHARED / "speech" / "train").is_dir():
         sys.exit(f"needs {SHARED} (the development data)")
     pool = args.pool if (Path(args.pool) / "index.tsv").is_file() else None
     cfg = DataConfig(speech=(str(SHARED / "speech" / "train"),),
-                     rirs=tuple(str(SHARED / "rir" / f"{n}.wav") for n in TRAIN_RIRS), rir_pool=pool)
+                     rirs=tuple(str(SHARED / "rir" / f"{n}.wav") for n in TRAIN_RIRS), rir_pool=pool,
+                     speech_cache_mb=args.cache_mb)
     ds = build_train_dataset(cfg, StftConfig(), seed=0)
     print(f"{len(ds.utterances)} utterances, {len(ds.measured)} measured + {len(ds.simulated)} simulated RIRs, "
-          f"{cfg.segment_seconds} s examples")
+          f"{cfg.segment_seconds} s examples, speech cache {cfg.speech_cache_mb} MB per worker")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the main process as one DataLoader worker would run
-    rates = {w: pipeline_rate(ds, w, args.examples) for w in (0, 2)}
+    rates = {w: pipeline_rate(ds, w, args.examples, args.warmup) for w in (0, 2)}
     torch.set_num_threads(threads)
     consumed = train_rate(8, cfg.segment_seconds, args.steps)
     for w, r in rates.items():

@@ -259,3 +259,20 @@ def test_drr_prob_rescales_room_tails_into_range(corpus, monkeypatch):
     assert all(torch.isfinite(it["reverb"]).all() for it in items)
     with pytest.raises(DereverbError, match="drr_range"):
         config(corpus, drr_range=(6.0, 4.0))
+
+
+def test_speech_cache_serves_the_same_pairs_and_stays_in_budget(corpus):
+    wavs = tuple(str(corpus / "speech" / f"a{i}.wav") for i in range(3))  # at the model rate: exact
+    plain = take(data.build_train_dataset(config(corpus, speech=wavs), StftConfig(), seed=5), 12)
+    ds = data.build_train_dataset(config(corpus, speech=wavs, speech_cache_mb=1), StftConfig(), seed=5)
+    cached = take(ds, 12)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(plain, cached) for k in ("reverb", "clean"))
+    cache = ds.cache
+    assert len(cache.files) == 3 and cache.bytes == sum(x.nbytes for x in cache.files.values())
+    path, x = next(iter(cache.files.items()))
+    np.testing.assert_array_equal(cache.segment(path, 0.0, 100), x[:100])
+    assert cache.segment(path, len(x) / SR - 0.001, 100)[16:].sum() == 0  # zero padded past the end
+    small = data.SpeechCache(0, SR)  # over budget: keeps only the file last read
+    for p in wavs:
+        small.segment(p, 0.0, 10)
+    assert list(small.files) == [wavs[-1]]

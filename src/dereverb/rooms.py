@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import fft as sfft
+from scipy import signal
 
 from . import audio
 from .errors import DereverbError
@@ -268,6 +269,8 @@ def convolve_part(x: np.ndarray, h: np.ndarray, lo: int, hi: int) -> np.ndarray:
     seg, k = x[start:hi], a - start
     if len(h) == 1:  # the dry target: an exact delayed copy
         y = seg * np.float32(h[0])
+    elif 8 * len(h) < len(seg):  # a short kernel (a direct-path target): overlap-add is 2x faster
+        y = signal.oaconvolve(seg, h)[k : hi - start]
     else:
         size = sfft.next_fast_len(len(seg) + len(h) - 1 - k, real=True)  # >= len(seg): k < len(h)
         y = sfft.irfft(sfft.rfft(seg, size) * sfft.rfft(h, size), size)[k : hi - start]
