@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import audio, spectral
-from .baselines import WpeConfig, wpe
+from . import audio, baselines, spectral
+from .baselines import WpeConfig
 from .chunking import ChunkConfig, Fifo, OverlapAdd, StreamResampler
 from .errors import DereverbError
 from .outputs import check_target, make_folder, plan_outputs, probe_writable, scratch_file
@@ -208,7 +208,7 @@ class Dereverberator:
         per_call = max(1, self.chunk.batch_frames // frames)
         for i in range(0, len(active), per_call):
             idx = active[i : i + per_call]
-            rows = x[idx] if self.wpe is None else np.stack([wpe(r, self.wpe) for r in x[idx]])
+            rows = x[idx] if self.wpe is None else np.stack([baselines.wpe(r, self.wpe) for r in x[idx]])
             wave = torch.from_numpy(rows).to(self.device)
             y[idx] = self._segment(wave).float().cpu().numpy()
         return y

@@ -241,8 +241,9 @@ def with_drr(rir: Rir, drr_db: float) -> Rir:
     Data augmentation after Bryan (ICASSP 2020, "Impulse response data augmentation"): a room's
     tail with a louder direct path is the same room heard from closer, so a pool simulated at
     0.5-4 m (DRR mostly below 0 dB) also teaches near-field input (DRR +5 to +15 dB), the case
-    where an untaught model over-processes.  The direct path stays at 1, so the target does not
-    change, nor does the tail's decay rate (T30).
+    where an untaught model over-processes.  The direct path stays at 1, so the ``direct`` and
+    ``dry`` targets do not change (the ``early`` target's reflections scale with the tail), nor
+    does the tail's decay rate (T30).
     """
     d, w = rir.direct_index, _ms(rir.sample_rate, DIRECT_MS)
     now = direct_to_reverberant(rir.audio, d, rir.sample_rate)
@@ -257,10 +258,10 @@ def with_drr(rir: Rir, drr_db: float) -> Rir:
 
 
 def convolve_part(x: np.ndarray, h: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """``(x * h)[lo:hi]`` (``hi <= len(x)``) of the full linear convolution as float32 ``(hi - lo,)``; indices below 0
-    are zeros.  Only the input that reaches ``[lo, hi)`` is transformed, and the FFT is just long
-    enough for its wrap-around to land before ``lo`` (an ``L``-tap RIR and an ``n``-sample crop
-    after ``L - 1`` samples of context cost one FFT of ``n + L``, not ``n + 2L``)."""
+    """``(x * h)[lo:hi]`` (``hi <= len(x)``) of the full linear convolution, float32 ``(hi - lo,)``;
+    indices below 0 are zeros.  Only the input that reaches ``[lo, hi)`` is transformed, and the
+    FFT is just long enough for its wrap-around to land before ``lo`` (an ``L``-tap RIR and an
+    ``n``-sample crop after ``L - 1`` samples of context cost one FFT of ``n + L``, not ``n + 2L``)."""
     out = np.zeros(max(0, hi - lo), np.float32)
     a = max(lo, 0)
     if a >= hi:
