@@ -249,6 +249,19 @@ def test_dry_prob_gives_identical_pairs_at_that_rate(corpus):
     assert not any(torch.equal(it["reverb"], it["clean"]) for it in never)
 
 
+def test_dataset_stream_same_with_and_without_the_cache(corpus):
+    kw = dict(drr_prob=0.5, dry_prob=0.2, measured_prob=1.0)
+    plain = data.build_train_dataset(config(corpus, **kw), StftConfig(), seed=5)
+    cached = data.build_train_dataset(config(corpus, rir_cache_mb=16, **kw), StftConfig(), seed=5)
+    assert plain.convolver is None and cached.convolver is not None
+    r1, r2 = np.random.default_rng(9), np.random.default_rng(9)
+    for _ in range(12):
+        (a_rev, a_tgt), (b_rev, b_tgt) = plain.example(r1), cached.example(r2)
+        np.testing.assert_allclose(b_rev, a_rev, atol=1e-5 * np.abs(a_rev).max())
+        np.testing.assert_allclose(b_tgt, a_tgt, atol=1e-5 * np.abs(a_tgt).max())
+    assert cached.convolver.cache  # spectra were cached and reused
+
+
 def test_drr_prob_rescales_room_tails_into_range(corpus, monkeypatch):
     seen = []
     real = data.rooms.with_drr

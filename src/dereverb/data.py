@@ -26,6 +26,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from . import audio, rooms, simulate
 from .config import StftConfig, require
+from .convolver import PairConvolver
 from .errors import DereverbError
 from .rooms import Rir, warn_skipped
 
@@ -49,7 +50,9 @@ class DataConfig:
     (:func:`rooms.with_drr`) to a DRR drawn uniformly from ``drr_range`` dB, which teaches the
     near-field input that a simulated pool rarely holds.  ``speech_cache_mb``: decoded speech files
     each DataLoader worker keeps (least recently used out; 0 = seek and decode every crop, which
-    costs about 40% of a pair).  The train/held-out split is just which paths a recipe lists.
+    costs about 40% of a pair).  ``rir_cache_mb``: RIR and target-kernel spectra each worker keeps
+    (:class:`convolver.PairConvolver`; 0 = transform the RIR and the target kernel for every pair,
+    about twice the cost).  The train/held-out split is just which paths a recipe lists.
     """
 
     speech: tuple[str, ...] = ()
@@ -68,6 +71,7 @@ class DataConfig:
     drr_prob: float = 0.0
     drr_range: tuple[float, float] = (-5.0, 20.0)
     speech_cache_mb: int = 0
+    rir_cache_mb: int = 0
 
     def __post_init__(self) -> None:
         checks = [
@@ -82,7 +86,7 @@ class DataConfig:
              "data.level_db must be [low, high] dBFS with low <= high <= 0"),
             (self.rir_channels in ("first", "all"), "data.rir_channels must be 'first' or 'all'"),
             (self.epoch_size >= 0 and self.simulate_count >= 0, "data.epoch_size/simulate_count must be >= 0"),
-            (self.speech_cache_mb >= 0, "data.speech_cache_mb must be >= 0"),
+            (self.speech_cache_mb >= 0 and self.rir_cache_mb >= 0, "data.speech_cache_mb/rir_cache_mb must be >= 0"),
         ]
         require(checks)
 
@@ -241,6 +245,7 @@ class ReverbPairs(IterableDataset):
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.length = int(round(cfg.segment_seconds * sample_rate))
         self.cache = SpeechCache(cfg.speech_cache_mb, sample_rate) if cfg.speech_cache_mb else None
+        self.convolver = PairConvolver(cfg.target, cfg.rir_cache_mb) if cfg.rir_cache_mb else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -266,13 +271,14 @@ class ReverbPairs(IterableDataset):
             raise TypeError("an endless ReverbPairs stream has no length (set data.epoch_size)")
         return self.cfg.epoch_size
 
-    def pick_rir(self, rng: np.random.Generator) -> Rir:
+    def pick_rir(self, rng: np.random.Generator) -> tuple[Rir, float | None]:
+        """A RIR and the DRR (dB) to give it, or ``None`` to keep its own."""
         if self.cfg.dry_prob > 0 and rng.random() < self.cfg.dry_prob:
-            return anechoic(self.sample_rate)
+            return anechoic(self.sample_rate), None
         rir = pick_rir(self.measured, self.simulated, self.cfg.measured_prob, rng)
         if self.cfg.drr_prob > 0 and rng.random() < self.cfg.drr_prob:
-            rir = rooms.with_drr(rir, float(rng.uniform(*self.cfg.drr_range)))
-        return rir
+            return rir, float(rng.uniform(*self.cfg.drr_range))
+        return rir, None
 
     def dry_crop(self, rng: np.random.Generator, context: int) -> tuple[np.ndarray, int]:
         """A crop of ``context + length`` samples whose last ``length`` are active speech;
@@ -298,9 +304,13 @@ class ReverbPairs(IterableDataset):
 
     def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One pair ``(reverb, clean)``, each ``(length,)`` float32, finite, peak below 1."""
-        rir = self.pick_rir(rng)
+        rir, drr_db = self.pick_rir(rng)
         dry, ctx = self.dry_crop(rng, context=len(rir.audio) - 1)
-        reverb, clean = rooms.reverberate(dry, rir, self.cfg.target, skip=ctx)  # the crop, with reverb from before it
+        if self.convolver is not None:  # the crop, with reverb from the context before it
+            reverb, clean = self.convolver(dry, rir, ctx, drr_db)
+        else:
+            rir = rir if drr_db is None else rooms.with_drr(rir, drr_db)
+            reverb, clean = rooms.reverberate(dry, rir, self.cfg.target, skip=ctx)
         reverb, clean = set_level(reverb, clean, self.cfg.level_db, rng)
         if not (np.isfinite(reverb).all() and np.isfinite(clean).all()):
             raise RuntimeError(f"non-finite pair from RIR {rir.name}")  # a bug, not bad input
