@@ -262,6 +262,44 @@ def test_dataset_stream_same_with_and_without_the_cache(corpus):
     assert cached.convolver.cache  # spectra were cached and reused
 
 
+def test_noise_goes_to_the_input_only_at_a_drawn_snr(corpus, monkeypatch):
+    calls = []
+    monkeypatch.setattr(data.noise, "mix_at_snr", lambda s, n, snr: calls.append((n, snr)) or s + np.float32(1.0))
+    ds = data.build_train_dataset(config(corpus, noise_prob=0.5, snr_range=(3.0, 7.0)), STFT, seed=2)
+    rng = np.random.default_rng(0)
+    pairs = [ds.example(rng) for _ in range(40)]
+    assert 10 <= len(calls) <= 30 and all(3.0 <= snr <= 7.0 for _, snr in calls)
+    for n, _ in calls:  # generated noise (no files given): unit RMS, one crop long
+        assert n.shape == (ds.length,) and np.sqrt(np.mean(n**2)) == pytest.approx(1.0, rel=1e-3)
+    def dc(x):  # the +1 marks a noisy input: then the mean dominates the RMS
+        return abs(x.mean()) / np.sqrt(np.mean(x**2))
+
+    assert sum(dc(rev) > 0.5 for rev, _ in pairs) == len(calls)
+    assert all(dc(clean) < 0.2 for _, clean in pairs)
+    assert all(np.isfinite(r).all() and np.isfinite(c).all() for r, c in pairs)
+
+
+def test_noise_files_are_cropped_and_looped(corpus, tmp_path, monkeypatch):
+    t = np.arange(SR // 10) / SR  # 0.1 s of a 1 kHz tone: shorter than a crop, so looped
+    audio.write(tmp_path / "hum.wav", (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), SR)
+    (tmp_path / "broken.wav").write_bytes(b"not audio")
+    crops = []
+    monkeypatch.setattr(data.noise, "mix_at_snr", lambda s, n, snr: crops.append(n) or s)
+    with pytest.warns(UserWarning, match="noise file"):
+        ds = data.build_train_dataset(config(corpus, noise=(str(tmp_path),), noise_prob=1.0), STFT, seed=0)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        ds.example(rng)
+    for n in crops:
+        spec = np.abs(np.fft.rfft(n))
+        assert n.shape == (ds.length,) and np.argmax(spec) * SR / len(n) == pytest.approx(1000, abs=5)
+        assert np.abs(n[: SR // 10] - n[SR // 10 : 2 * SR // 10]).max() < 1e-6  # looped, not padded
+    with pytest.raises(DereverbError, match="snr_range"):
+        config(corpus, snr_range=(9.0, 3.0))
+    with pytest.raises(DereverbError, match="noise_prob"):
+        config(corpus, noise_prob=1.5)
+
+
 def test_drr_prob_rescales_room_tails_into_range(corpus, monkeypatch):
     seen = []
     real = data.rooms.with_drr

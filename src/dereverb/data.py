@@ -24,7 +24,7 @@ import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from . import audio, rooms, simulate
+from . import audio, noise, rooms, simulate
 from .config import StftConfig, require
 from .convolver import PairConvolver
 from .errors import DereverbError
@@ -52,7 +52,11 @@ class DataConfig:
     each DataLoader worker keeps (least recently used out; 0 = seek and decode every crop, which
     costs about 40% of a pair).  ``rir_cache_mb``: RIR and target-kernel spectra each worker keeps
     (:class:`convolver.PairConvolver`; 0 = transform the RIR and the target kernel for every pair,
-    about twice the cost).  The train/held-out split is just which paths a recipe lists.
+    about twice the cost).  ``noise_prob``: chance that noise is added to the reverberant input at
+    an SNR drawn from ``snr_range`` dB (the target stays clean): crops of the ``noise`` files
+    (folders, files or manifests, looped when short), or, without files, coloured Gaussian noise
+    with a spectral slope drawn from ``noise_slope_range`` dB per octave (:mod:`dereverb.noise`).
+    The train/held-out split is just which paths a recipe lists.
     """
 
     speech: tuple[str, ...] = ()
@@ -72,6 +76,10 @@ class DataConfig:
     drr_range: tuple[float, float] = (-5.0, 20.0)
     speech_cache_mb: int = 0
     rir_cache_mb: int = 0
+    noise: tuple[str, ...] = ()
+    noise_prob: float = 0.0
+    snr_range: tuple[float, float] = (5.0, 30.0)
+    noise_slope_range: tuple[float, float] = (-6.0, 0.0)
 
     def __post_init__(self) -> None:
         checks = [
@@ -87,6 +95,11 @@ class DataConfig:
             (self.rir_channels in ("first", "all"), "data.rir_channels must be 'first' or 'all'"),
             (self.epoch_size >= 0 and self.simulate_count >= 0, "data.epoch_size/simulate_count must be >= 0"),
             (self.speech_cache_mb >= 0 and self.rir_cache_mb >= 0, "data.speech_cache_mb/rir_cache_mb must be >= 0"),
+            (0.0 <= self.noise_prob <= 1.0, "data.noise_prob must be in [0, 1]"),
+            (len(self.snr_range) == 2 and self.snr_range[0] <= self.snr_range[1],
+             "data.snr_range must be [low, high] dB with low <= high"),
+            (len(self.noise_slope_range) == 2 and self.noise_slope_range[0] <= self.noise_slope_range[1],
+             "data.noise_slope_range must be [low, high] dB/octave with low <= high"),
         ]
         require(checks)
 
@@ -130,7 +143,8 @@ def _from_manifest(path: Path, bad: list[str]) -> list[Utterance]:
     return out
 
 
-def scan_speech(paths: Sequence[str | Path], min_seconds: float = 0.0, strict: bool = False) -> list[Utterance]:
+def scan_speech(paths: Sequence[str | Path], min_seconds: float = 0.0, strict: bool = False,
+                what: str = "speech") -> list[Utterance]:
     """All speech in ``paths`` (folders recursively, audio files, ``.csv``/``.jsonl`` manifests).
 
     Durations come from file headers (or the manifest), nothing is decoded.  Unreadable files and
@@ -149,10 +163,10 @@ def scan_speech(paths: Sequence[str | Path], min_seconds: float = 0.0, strict: b
                 bad.append(str(e))
     short = [u for u in utts if u.seconds < min_seconds]
     bad += [f"{u.path}: too short ({u.seconds:.2f} s < {min_seconds:.2f} s)" for u in short]
-    warn_skipped(bad, strict, "speech file(s)")
+    warn_skipped(bad, strict, f"{what} file(s)")
     utts = [u for u in utts if u.seconds >= min_seconds]
     if not utts:
-        raise DereverbError(f"no usable speech in {', '.join(map(str, paths))}")
+        raise DereverbError(f"no usable {what} in {', '.join(map(str, paths))}")
     return utts
 
 
@@ -237,12 +251,14 @@ class ReverbPairs(IterableDataset):
     """
 
     def __init__(self, utterances: list[Utterance], measured: list[Rir], simulated: list[Rir],
-                 cfg: DataConfig, sample_rate: int, seed: int, rank: int = 0, world_size: int = 1):
+                 cfg: DataConfig, sample_rate: int, seed: int, rank: int = 0, world_size: int = 1,
+                 noises: list[Utterance] | None = None):
         if not measured and not simulated:
             raise DereverbError("no RIRs: set data.rirs (measured) and/or data.rir_pool (simulated)")
         self.utterances, self.measured, self.simulated = utterances, measured, simulated
         self.cfg, self.sample_rate, self.seed = cfg, sample_rate, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.noises = noises or []
         self.length = int(round(cfg.segment_seconds * sample_rate))
         self.cache = SpeechCache(cfg.speech_cache_mb, sample_rate) if cfg.speech_cache_mb else None
         self.convolver = PairConvolver(cfg.target, cfg.rir_cache_mb) if cfg.rir_cache_mb else None
@@ -302,6 +318,21 @@ class ReverbPairs(IterableDataset):
             "check data.speech or lower data.min_rms_db"
         )
 
+    def noise_crop(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` samples of a random noise file from a random place (looped if shorter), or
+        generated coloured noise when ``data.noise`` lists no files."""
+        if not self.noises:
+            return noise.colored_noise(n, float(rng.uniform(*self.cfg.noise_slope_range)), rng)
+        item = self.noises[int(rng.integers(len(self.noises)))]
+        have = min(n, int(item.seconds * self.sample_rate))
+        start = float(rng.uniform(0.0, max(0.0, item.seconds - have / self.sample_rate)))
+        try:
+            x = (self.cache.segment(item.path, start, have) if self.cache
+                 else read_segment(item.path, start, have, self.sample_rate))
+        except DereverbError:
+            return np.zeros(n, np.float32)  # broke after the scan: this pair stays noise-free
+        return np.resize(x, n) if len(x) else np.zeros(n, np.float32)
+
     def example(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One pair ``(reverb, clean)``, each ``(length,)`` float32, finite, peak below 1."""
         rir, drr_db = self.pick_rir(rng)
@@ -311,6 +342,8 @@ class ReverbPairs(IterableDataset):
         else:
             rir = rir if drr_db is None else rooms.with_drr(rir, drr_db)
             reverb, clean = rooms.reverberate(dry, rir, self.cfg.target, skip=ctx)
+        if self.cfg.noise_prob > 0 and rng.random() < self.cfg.noise_prob:
+            reverb = noise.mix_at_snr(reverb, self.noise_crop(rng, len(reverb)), float(rng.uniform(*self.cfg.snr_range)))
         reverb, clean = set_level(reverb, clean, self.cfg.level_db, rng)
         if not (np.isfinite(reverb).all() and np.isfinite(clean).all()):
             raise RuntimeError(f"non-finite pair from RIR {rir.name}")  # a bug, not bad input
@@ -332,7 +365,8 @@ def load_rir_sets(cfg: DataConfig, sample_rate: int, seed: int = 0) -> tuple[lis
 def _build(cfg: DataConfig, stft: StftConfig, seed: int, rank: int, world_size: int) -> ReverbPairs:
     utts = scan_speech(cfg.speech, cfg.segment_seconds / 2, cfg.strict)
     measured, simulated = load_rir_sets(cfg, stft.sample_rate, seed)
-    return ReverbPairs(utts, measured, simulated, cfg, stft.sample_rate, seed, rank, world_size)
+    noises = scan_speech(cfg.noise, 0.05, cfg.strict, what="noise") if cfg.noise and cfg.noise_prob > 0 else []
+    return ReverbPairs(utts, measured, simulated, cfg, stft.sample_rate, seed, rank, world_size, noises)
 
 
 def build_train_dataset(cfg: DataConfig, stft: StftConfig, seed: int, rank: int = 0,

@@ -354,6 +354,10 @@ def prepare(cfg: StoreConfig, stft_cfg: StftConfig, out_dir: str | Path, seed: i
 
 
 def rooms_for(cfg: StoreConfig, sample_rate: int, seed: int) -> tuple[list, list]:
+    used = [k for k in ("dry_prob", "drr_prob", "noise_prob") if getattr(cfg.data, k) > 0]
+    if used:
+        warnings.warn(f"prepare: data.{', data.'.join(used)} shape the on-the-fly stream only; "
+                      "the store's pairs are made without them", stacklevel=2)
     measured, simulated = load_rir_sets(cfg.data, sample_rate, seed)
     if not measured and not simulated:
         raise DereverbError("prepare: no RIRs; give measured RIRs and/or a simulated pool")
