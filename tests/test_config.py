@@ -63,6 +63,19 @@ def test_overrides_and_yaml(tmp_path):
         load_yaml(tmp_path / "missing.yaml")
 
 
+@pytest.mark.parametrize("text, value", [("3e-4", 3e-4), ("1E3", 1000.0), ("-2.5e-1", -0.25), (".5e1", 5.0)])
+def test_exponent_floats_without_a_dot_are_floats(tmp_path, text, value):
+    """PyYAML (YAML 1.1) reads ``3e-4`` as a string; the README's ``--set train.lr=3e-4`` must work,
+    in overrides and in recipe files alike."""
+    assert from_dict(Outer, apply_overrides({}, [f"inner.lr={text}"])).inner.lr == value
+    path = tmp_path / "r.yaml"
+    path.write_text(f"inner:\n  lr: {text}\n")
+    assert from_dict(Outer, load_yaml(path)).inner.lr == value
+    with pytest.raises(DereverbError, match="'inner.lr' must be a float"):
+        from_dict(Outer, {"inner": {"lr": "3e-4x"}})
+    assert from_dict(Outer, {"note": "1e3"}).note == "1e3"  # a string field keeps the text
+
+
 def test_feature_config_validates():
     with pytest.raises(DereverbError, match="compression"):
         FeatureConfig(compression="mel")
