@@ -17,7 +17,7 @@ from scipy import stats
 
 from dereverb import audio
 from dereverb.evaluate import EvalConfig, evaluate
-from dereverb.report import confidence_interval
+from dereverb.report import confidence_interval, gains_markdown, paired_gains
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SR = 16000
@@ -121,7 +121,8 @@ def _check_rows(rows: list[list[str]], metrics: list[str], want: dict) -> int:
 def test_csv_markdown_html_and_json_agree(report_dir):
     want = _expected(report_dir)
     metrics = ["stoi", "si_sdr", "cd", "llr"]
-    md = [line for line in (report_dir / "summary.md").read_text().splitlines() if line.startswith("| ")]
+    first_table = (report_dir / "summary.md").read_text().split("\n\n")[0]  # the paired gains follow
+    md = [line for line in first_table.splitlines() if line.startswith("| ")]
     md_rows = [[c.strip() for c in line.strip("|").split("|")] for line in md[1:]]
     parser = _Table()
     parser.feed((report_dir / "report.html").read_text())
@@ -133,6 +134,35 @@ def test_csv_markdown_html_and_json_agree(report_dir):
     for e in summary:
         mean, half, n = want[(e["condition"], e["system"], e["metric"])]
         assert (e["mean"], e["ci"], e["n"]) == (pytest.approx(mean), pytest.approx(half), n)
+
+
+def test_paired_gains_hand_computed_and_oriented():
+    rows = [{"file": f, "condition": c, "system": s, "pesq": p, "cd": d}
+            for f, c, s, p, d in [("a", "x", "unprocessed", 1.0, 5.0), ("a", "x", "m", 1.5, 4.0),
+                                  ("b", "x", "unprocessed", 2.0, 3.0), ("b", "x", "m", 2.1, 3.5),
+                                  ("c", "y", "unprocessed", 1.0, 4.0), ("c", "y", "m", math.nan, 2.0)]]
+    gains = {(e["condition"], e["metric"]): e for e in paired_gains(rows, ("pesq", "cd"), ("unprocessed", "m"),
+                                                                       "unprocessed")}
+    assert gains[("x", "pesq")]["mean"] == pytest.approx(0.3) and gains[("x", "pesq")]["n"] == 2
+    assert gains[("x", "cd")]["mean"] == pytest.approx((1.0 - 0.5) / 2)  # lower CD is better: +1, -0.5
+    assert gains[("all", "pesq")]["n"] == 2 and gains[("all", "cd")]["n"] == 3  # the NaN file left out
+    assert gains[("y", "cd")]["mean"] == pytest.approx(2.0) and math.isnan(gains[("y", "cd")]["ci"])
+    assert paired_gains(rows, ("pesq",), ("unprocessed", "m"), "wpe") == []  # no such baseline
+    table = gains_markdown(list(gains.values()), ("pesq", "cd"), "unprocessed")
+    assert "| x | m | 2 | +0.30 ± " in table and "better on" in table
+
+
+def test_summary_holds_the_paired_gains(report_dir):
+    with open(report_dir / "per_file.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    base = {r["file"]: r for r in rows if r["system"] == "unprocessed"}
+    copy = [r for r in rows if r["system"] == "copy"]
+    cd_gain = np.mean([float(base[r["file"]]["cd"]) - float(r["cd"]) for r in copy])  # lower is better
+    text = (report_dir / "summary.md").read_text()
+    assert "### Paired gain over unprocessed" in text and "Paired gain over wpe" not in text
+    line = next(x for x in text.splitlines() if x.startswith("| all | copy |") and x.endswith("of 4 |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert float(cells[5].split("±")[0]) == pytest.approx(cd_gain, abs=0.006)  # the copy of the input: 0
 
 
 CHECK = """<script>

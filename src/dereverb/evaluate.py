@@ -10,7 +10,8 @@ note).  Problems never stop the run: missing partners and lengths that disagree 
 out; metrics undefined on a file (silence) are NaN and noted.
 
 Outputs in ``OUT``: ``per_file.csv`` (one row per file x system), ``summary.md`` and
-``summary.json`` (means with 95% t-intervals per condition x system), ``notes.txt``,
+``summary.json`` (means with 95% t-intervals per condition x system; ``summary.md`` also holds the
+paired per-file gains over ``unprocessed`` and ``wpe`` when those were scored), ``notes.txt``,
 ``report.html`` with its ``assets/``.  A file's condition is its ``condition`` column in a
 ``conditions.csv`` (as ``make-testset`` writes) found in the reverberant folder or its parent,
 else its first sub-folder, else ``all``.

@@ -64,6 +64,53 @@ def summarise(rows: list[dict], metrics: tuple[str, ...], systems: tuple[str, ..
     return out
 
 
+def paired_gains(rows: list[dict], metrics: tuple[str, ...], systems: tuple[str, ...],
+                 baseline: str) -> list[dict]:
+    """``[{condition, system, metric, mean, ci, n}]`` of per-file differences against ``baseline``.
+
+    Each system's value on a file minus the baseline's on the same file, oriented so that positive
+    is better (baseline minus system for lower-is-better metrics); mean and 95% interval of those
+    differences, per condition and over all.  Pairing removes the spread between files, so a gain
+    can be certain while the two systems' own intervals overlap.  Empty if ``baseline`` is absent.
+    """
+    from .evaluate import LOWER_IS_BETTER
+
+    base = {r["file"]: r for r in rows if r["system"] == baseline}
+    out = []
+    for cond in conditions_of(rows) if base else []:
+        for system in systems:
+            if system == baseline:
+                continue
+            sel = [r for r in rows if r["system"] == system and r["file"] in base and cond in (ALL, r["condition"])]
+            if not sel:
+                continue
+            for m in metrics:
+                sign = -1.0 if m in LOWER_IS_BETTER else 1.0
+                diffs = [sign * (r.get(m, math.nan) - base[r["file"]].get(m, math.nan)) for r in sel]
+                mean, ci, n = confidence_interval(diffs)
+                out.append({"condition": cond, "system": system, "metric": m, "mean": mean, "ci": ci, "n": n})
+    return out
+
+
+def gains_markdown(gains: list[dict], metrics: tuple[str, ...], baseline: str) -> str:
+    """Paired gains as a markdown table with a column counting the metrics certainly better."""
+    if not gains:
+        return ""
+    index = {(e["condition"], e["system"], e["metric"]): e for e in gains}
+    lines = [f"### Paired gain over {baseline} (positive = better)", "",
+             "| condition | system | n | " + " | ".join(LABELS.get(m, m) for m in metrics) + " | better on |",
+             "|---|---|---|" + "---|" * (len(metrics) + 1)]
+    for cond, system in dict.fromkeys((e["condition"], e["system"]) for e in gains):
+        entries = [index[(cond, system, m)] for m in metrics]
+        sure = sum(e["mean"] - e["ci"] > 0 for e in entries if not math.isnan(e["ci"]))
+        cells = [("+" if e["mean"] > 0 else "") + cell(e) for e in entries]
+        lines.append(f"| {cond} | {system} | {max(e['n'] for e in entries)} | " + " | ".join(cells)
+                     + f" | {sure} of {len(metrics)} |")
+    note = ("Per-file differences against the same file's " + baseline + " score, mean ± 95% interval; "
+            "\"better on\" counts metrics whose whole interval is above zero.")
+    return "\n".join(lines) + f"\n\n{note}\n"
+
+
 def fmt(metric: str, value: float) -> str:
     """A metric value as shown in every table."""
     if math.isnan(value):
@@ -181,7 +228,9 @@ def write_all(result, examples: list[str]) -> None:
     """``summary.md``, ``summary.json``, ``notes.txt`` and ``report.html`` for an evaluation."""
     summary = summarise(result.rows, result.metrics, result.systems)
     out = Path(result.out_dir)
-    _write_text(out / "summary.md", markdown(summary, result.metrics))
+    gains = [gains_markdown(paired_gains(result.rows, result.metrics, result.systems, b), result.metrics, b)
+             for b in ("unprocessed", "wpe")]
+    _write_text(out / "summary.md", "\n".join([markdown(summary, result.metrics), *filter(None, gains)]))
     _write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
     _write_text(out / "notes.txt", "".join(n + "\n" for n in result.notes))
     _write_text(out / "report.html", html_report(summary, result, examples))
