@@ -201,16 +201,24 @@ class Dereverberator:
         return stft.inverse(est, length=wave.shape[-1])
 
     def _rows(self, x: np.ndarray) -> np.ndarray:
-        """Enhance ``(B, L)`` float32 rows; all-zero rows stay exactly zero (silence in, silence out)."""
+        """Enhance ``(B, L)`` float32 rows; all-zero rows stay exactly zero (silence in, silence out).
+
+        Leading and trailing digital silence is left out of the network's input and comes out as
+        zeros: the model never saw it in training, and 0.2 s of zeros after a file used to spoil
+        the two seconds before it (PESQ 1.42 -> 1.24 on the bundled church example).  Silence
+        inside a segment, or dither-level noise instead of zeros, still reaches the network.
+        """
         y = np.zeros_like(x)
         active = np.flatnonzero(np.any(x != 0, axis=1))
         frames = x.shape[1] // self.model.stft_config.hop_length + 1
         per_call = max(1, self.chunk.batch_frames // frames)
         for i in range(0, len(active), per_call):
             idx = active[i : i + per_call]
-            rows = x[idx] if self.wpe is None else np.stack([baselines.wpe(r, self.wpe) for r in x[idx]])
-            wave = torch.from_numpy(rows).to(self.device)
-            y[idx] = self._segment(wave).float().cpu().numpy()
+            a, b = active_span(x[idx], self.model.stft_config.n_fft)
+            rows = x[idx, a:b]
+            if self.wpe is not None:
+                rows = np.stack([baselines.wpe(r, self.wpe) for r in rows])
+            y[idx, a:b] = self._segment(torch.from_numpy(np.ascontiguousarray(rows)).to(self.device)).float().cpu().numpy()
         return y
 
     def _overlap_add(self) -> OverlapAdd:
@@ -335,6 +343,15 @@ class Dereverberator:
         for src, dst in tqdm(todo, unit="file", desc="enhance", disable=None if progress else True):
             seconds += self.enhance_file(src, dst, output_rate, mono, overwrite=overwrite)
         return Summary(len(todo), len(jobs) - len(todo), seconds, time.perf_counter() - start)
+
+
+def active_span(x: np.ndarray, min_length: int) -> tuple[int, int]:
+    """``[a, b)``: ``(B, L)`` rows without their leading and trailing digital silence (samples that
+    are exactly zero in every row); all of them if that leaves under ``min_length``."""
+    loud = np.flatnonzero(np.any(x != 0, axis=0))
+    if loud.size == 0 or loud[-1] + 1 - loud[0] < min_length:
+        return 0, x.shape[-1]
+    return int(loud[0]), int(loud[-1]) + 1
 
 
 def _read_blocks(src: Path, block: int, mono: bool) -> Iterator[np.ndarray]:
