@@ -244,3 +244,30 @@ def test_wpe_cascade_is_the_model_on_wpe_output(reverberant):
     short = ChunkConfig(chunk_frames=320, margin_frames=64, fade_frames=16)
     chunked = Dereverberator(tiny_model(), "cpu", chunk=short, wpe=cfg)(x, 16000)
     assert rel_rms(chunked, cascade(x, 16000)) < 0.5 * without
+
+
+def test_a_wpe_frontend_model_runs_wpe_before_its_network(reverberant, tmp_path):
+    """A model with ``features.frontend: wpe`` is its network on WPE's STFT (the same STFT, no
+    waveform round trip), the same through the Dereverberator, ONNX and a checkpoint; ``--wpe``
+    on top of it is refused."""
+    from dereverb import export
+    from dereverb.baselines import WpeConfig
+    from dereverb.wpe import wpe
+
+    x = torch.from_numpy(reverberant[:32000])[None]
+    plain = tiny_model("mask")
+    model = tiny_model("mask", frontend="wpe", wpe_taps=10, wpe_iterations=2)
+    with torch.no_grad():
+        w = wpe(plain.stft(x), 10, 3, 2)
+        expected = plain.stft.inverse(plain.decode(plain.net(plain.encode(w)), w), length=x.shape[-1])
+        torch.testing.assert_close(model.enhance_wave(x), expected)
+        assert rel_rms(plain.enhance_wave(x).numpy(), expected.numpy()) > 1e-2  # WPE mattered
+    whole = ChunkConfig(chunk_frames=0)
+    out = Dereverberator(model, "cpu", chunk=whole)(x[0].numpy(), 16000)
+    assert rel_rms(out, expected[0].numpy()) < 1e-4
+    onnx = Dereverberator(model, chunk=whole, onnx_net=export.OnnxNet(export.to_onnx_bytes(model)))
+    assert rel_rms(onnx(x[0].numpy(), 16000), out) < 1e-4
+    checkpoint.save(tmp_path / "m.safetensors", model)
+    assert checkpoint.load(tmp_path / "m.safetensors").feature_config == model.feature_config
+    with pytest.raises(DereverbError, match="runs WPE itself"):
+        Dereverberator(model, "cpu", wpe=WpeConfig())

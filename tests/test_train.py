@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+import dereverb.wpe as wpe_mod
 from dereverb import audio, checkpoint, losses
 from dereverb.cli import main
 from dereverb.errors import DereverbError
+from dereverb.model import DereverbModel
 from dereverb.train import TrainConfig, load_config, lr_at, train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +65,8 @@ def test_recipes_load_and_presets_expand():
     ("train.steps=many", "'train.steps' must be an integer"),
     ("modle.depth=3", "unknown config key 'modle'"),
     ("train.precision=fp8", "train.precision must be"),
+    ("features.frontend=beamformer", "unknown frontend 'beamformer' (none, wpe)"),
+    ("features.wpe_taps=0", "wpe_taps, wpe_delay and wpe_iterations must be at least 1"),
 ])
 def test_bad_config_is_one_clear_line(override, message, tmp_path, capsys):
     code = main(["train", "--config", str(SMOKE), "--set", override, "--run-dir", str(tmp_path / "run")])
@@ -138,6 +142,27 @@ def test_complex_and_gan_variants_train(tiny_data, tmp_path, variant):
     state = checkpoint.load_state(tmp_path / "run" / "state.pt")
     assert ("disc" in state) == cfg.train.gan.enabled
     assert checkpoint.load(tmp_path / "run").model_config == cfg.model
+
+
+def test_init_fine_tunes_a_checkpoint_with_a_wpe_frontend(tiny_data, tmp_path, monkeypatch):
+    """``train.init`` starts from a checkpoint's weights and normaliser (not refitted), and a WPE
+    frontend runs on every training input; a different network is refused."""
+    base = _overrides(tiny_data, steps=2, checkpoint_every=2, valid_every=2, samples=0)
+    src, _ = train(load_config(None, base), tmp_path / "src")
+    seen = []
+    real = wpe_mod.wpe
+    monkeypatch.setattr(wpe_mod, "wpe", lambda spec, *a: seen.append(spec.shape) or real(spec, *a))
+    wpe_args = ["features.frontend=wpe", "features.wpe_taps=4", "features.wpe_iterations=1"]
+    cfg = load_config(None, _overrides(tiny_data, steps=1, checkpoint_every=1, valid_every=1, samples=0,
+                                       init=tmp_path / "src") + wpe_args)
+    monkeypatch.setattr(DereverbModel, "fit_normalizer", lambda *a: pytest.fail("init must keep the normaliser"))
+    tuned, _ = train(cfg, tmp_path / "tuned")
+    assert seen and seen[0][0] == 2  # the first training batch went through WPE
+    torch.testing.assert_close(tuned.normalizer.mean, src.normalizer.mean)
+    assert checkpoint.load(tmp_path / "tuned").feature_config.frontend == "wpe"
+    other = load_config(None, _overrides(tiny_data, steps=1, init=tmp_path / "src") + ["model.base_channels=4"])
+    with pytest.raises(DereverbError, match="differ from this run"):
+        train(other, tmp_path / "other")
 
 
 WORKER = """

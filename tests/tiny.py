@@ -9,10 +9,11 @@ from dereverb.config import FeatureConfig, StftConfig
 from dereverb.model import DereverbModel, model_config
 
 
-def tiny_model(output: str = "mapping", seed: int = 0) -> DereverbModel:
-    """A random tiny model with realistic normaliser statistics and non-trivial batch norms."""
+def tiny_model(output: str = "mapping", seed: int = 0, **features) -> DereverbModel:
+    """A random tiny model with realistic normaliser statistics and non-trivial batch norms;
+    ``features``: :class:`FeatureConfig` fields (a frontend, say)."""
     torch.manual_seed(seed)
-    model = DereverbModel(StftConfig(), FeatureConfig(), model_config("tiny", output=output))
+    model = DereverbModel(StftConfig(), FeatureConfig(**features), model_config("tiny", output=output))
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):

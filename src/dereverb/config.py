@@ -56,12 +56,21 @@ class FeatureConfig:
     ``"power"`` (``|X| ** power``, 0.3 is common for complex targets).  ``normalization``:
     ``"global"`` (one mean/std), ``"per_freq"`` (a mean/std per bin) or ``"none"``.  The
     statistics themselves are fitted on training data and stored in the checkpoint.
+
+    ``frontend``: ``"none"``, or ``"wpe"``: single-channel WPE (:mod:`dereverb.wpe`, ``wpe_taps``
+    taps after ``wpe_delay`` frames, ``wpe_iterations`` iterations) on the reverberant STFT before
+    anything else, in training and at inference alike; the network then refines WPE's output
+    (its magnitude and, for magnitude models, its phase).
     """
 
     compression: str = "log"
     floor_db: float = -100.0
     power: float = 0.3
     normalization: str = "per_freq"
+    frontend: str = "none"
+    wpe_taps: int = 40
+    wpe_delay: int = 3
+    wpe_iterations: int = 3
 
     def __post_init__(self) -> None:
         if self.compression not in ("log", "power"):
@@ -72,6 +81,10 @@ class FeatureConfig:
             )
         if not 0 < self.power <= 1:
             raise DereverbError("features: power must be in (0, 1]")
+        if self.frontend not in ("none", "wpe"):
+            raise DereverbError(f"features: unknown frontend {self.frontend!r} (none, wpe)")
+        if min(self.wpe_taps, self.wpe_delay, self.wpe_iterations) < 1:
+            raise DereverbError("features: wpe_taps, wpe_delay and wpe_iterations must be at least 1")
 
 
 def require(checks: list[tuple[bool, str]]) -> None:

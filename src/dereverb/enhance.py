@@ -149,6 +149,8 @@ class Dereverberator:
         self.backend = "torch" if onnx_net is None else "onnx"
         self.wpe = wpe
         if wpe is not None:
+            if model.feature_config.frontend == "wpe":
+                raise DereverbError("--wpe: this model runs WPE itself (its frontend); leave --wpe out")
             _require_nara_wpe()
 
     @classmethod
@@ -193,7 +195,7 @@ class Dereverberator:
     def _segment(self, wave: Tensor) -> Tensor:
         """Enhance waveform rows ``(B, L)`` at the model rate -> ``(B, L)``."""
         stft = self.model.stft
-        spec = stft(wave)  # (B, F_full, T)
+        spec = self.model.frontend(stft(wave))  # (B, F_full, T)
         est = self._spectrum(spec)
         if self.phase == "griffinlim":
             return spectral.griffin_lim(est.abs(), stft, wave.shape[-1],

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import spectral
+from . import spectral, wpe
 from .config import FeatureConfig, StftConfig, from_dict, require
 from .errors import DereverbError
 
@@ -205,6 +205,15 @@ class DereverbModel(nn.Module):
     def phase_modes(self) -> tuple[str, ...]:
         return ("model",) if self.model_config.output == "complex" else ("reverberant", "griffinlim")
 
+    @torch.no_grad()
+    def frontend(self, spec: Tensor) -> Tensor:
+        """The fixed signal processing before the network: complex ``(B, F_full, T)`` -> the same
+        shape (WPE when ``features.frontend == "wpe"``, else ``spec`` itself)."""
+        fc = self.feature_config
+        if fc.frontend == "none":
+            return spec
+        return wpe.wpe(spec, fc.wpe_taps, fc.wpe_delay, fc.wpe_iterations)
+
     def features(self, spec: Tensor) -> Tensor:
         """Complex ``(B, F_full, T)`` -> unnormalised features ``(B, C_in, n_freq, T)``."""
         kept, _ = spectral.trim_freq(spec, self.stft_config.n_freq)
@@ -267,7 +276,9 @@ class DereverbModel(nn.Module):
         return spectral.restore_freq(est, self.stft_config.n_fft, dropped)
 
     def forward(self, spec: Tensor) -> Tensor:
-        """Complex ``(B, F_full, T)`` -> enhanced complex ``(B, F_full, T)``."""
+        """Complex reverberant ``(B, F_full, T)`` -> enhanced complex ``(B, F_full, T)`` (through
+        the frontend; :meth:`encode` and :meth:`decode` take spectrograms after it)."""
+        spec = self.frontend(spec)
         return self.decode(self.net(self.encode(spec)), spec)
 
     def enhanced_magnitude(self, spec: Tensor) -> Tensor:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from . import checkpoint, losses
 from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, require, to_dict
 from .data import DataConfig, build_train_dataset, build_valid_set
+from .enhance import resolve_model
 from .paired import PairedFolder
 from .errors import DereverbError
 from .model import DereverbModel, ModelConfig, PatchDiscriminator, autocast, autocast_dtype, model_config
@@ -67,10 +68,13 @@ class TrainConfig:
     """Optimisation and bookkeeping.  ``precision``: ``auto`` (bf16 + channels_last on AMX CPUs,
     bf16/fp16 AMP on CUDA, else fp32), ``fp32``, ``bf16``.  ``threads``: torch CPU threads (0:
     torch's default; 1 is faster for small models on busy shared cores).  ``best_metric``:
-    ``si_sdr`` (higher is better) or ``lsd`` (lower)."""
+    ``si_sdr`` (higher is better) or ``lsd`` (lower).  ``init``: a checkpoint (bundled name, file
+    or run folder) whose weights and normaliser start a new run (fine-tuning; the schedule starts
+    at step 0); its STFT, network and compression must equal this run's, the frontend may differ."""
 
     name: str = "run"
     seed: int = 0
+    init: str = ""
     steps: int = 20000
     batch_size: int = 8
     lr: float = 1e-3
@@ -221,13 +225,16 @@ def _pairs(batch: dict, model: DereverbModel, device: torch.device):
 
     Waveform batches ``{"reverb","clean"}``; store batches ``{"reverb_spec","clean_spec"}``
     (complex) or ``{"reverb_mag","clean_mag"}`` (magnitudes, zero phase, no waveform: None).
+    The reverberant spectrogram has been through the model's frontend (WPE, when it has one).
     """
     if "reverb" in batch:
         reverb, clean = batch["reverb"].to(device).float(), batch["clean"].to(device).float()
-        return model.stft(reverb), model.stft(clean), clean
+        return model.frontend(model.stft(reverb)), model.stft(clean), clean
     if "reverb_spec" in batch:
         reverb, clean = batch["reverb_spec"].to(device), batch["clean_spec"].to(device)
-        return reverb, clean, model.stft.inverse(clean)
+        return model.frontend(reverb), clean, model.stft.inverse(clean)
+    if model.feature_config.frontend != "none":
+        raise DereverbError("features.frontend needs complex spectra: this store holds magnitudes only")
     return tuple(batch[k].to(device).to(torch.complex64) for k in ("reverb_mag", "clean_mag")) + (None,)
 
 
@@ -272,6 +279,9 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     if state_path.is_file():
         step, best = _restore(checkpoint.load_state(state_path), model, opt, disc, opt_d)
         log.info(f"resumed from step {step}" + (" (already complete: raise train.steps to go on)" if step >= tc.steps else ""))
+    elif tc.init:
+        _init_from(model, tc.init)
+        log.info(f"weights and normaliser from {tc.init}")
     else:
         first = [_pairs(b, model, device)[0] for b in itertools.islice(_batches(train_set, tc, 0, 0, 1), tc.norm_batches)]
         if not first:
@@ -364,6 +374,17 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
             dist.broadcast(buffer, 0)
     log.close()
     return model.eval(), last_metrics
+
+
+def _init_from(model: DereverbModel, spec: str) -> None:
+    """Copy the weights and normaliser of checkpoint ``spec`` into ``model`` (same architecture)."""
+    src = checkpoint.load(resolve_model(spec))
+    same_features = dataclasses.replace(src.feature_config, frontend=model.feature_config.frontend,
+                                        wpe_taps=model.feature_config.wpe_taps, wpe_delay=model.feature_config.wpe_delay,
+                                        wpe_iterations=model.feature_config.wpe_iterations)
+    if (src.stft_config, src.model_config, same_features) != (model.stft_config, model.model_config, model.feature_config):
+        raise DereverbError(f"train.init {spec}: its stft/model/features sections differ from this run's")
+    model.load_state_dict(src.state_dict())
 
 
 def _state(model, opt, disc, opt_d, step: int, best: float | None) -> dict[str, Any]:

@@ -1,0 +1,59 @@
+"""Batched single-channel WPE on STFT tensors, in torch.
+
+Weighted prediction error dereverberation (Nakatani et al., IEEE TASLP 18(7), 2010; Yoshioka &
+Nakatani, IEEE TASLP 20(10), 2012), the same estimator as ``nara_wpe.wpe.wpe`` (Drude et al., ITG
+2018) with ``statistics_mode="full"`` and no PSD context, for one channel: per frequency, the late
+reverberation of frame ``t`` is predicted linearly from frames ``t - delay - k`` (``k < taps``) and
+subtracted; the filter minimises the prediction error weighted by the inverse power of the current
+estimate, re-estimated ``iterations`` times.
+
+Why not nara_wpe: it works one signal at a time in float64 numpy (0.3-0.5 s per 2-4 s crop on the
+development CPU); here every frequency of every row is one batched matrix product and one batched
+``K x K`` solve, cheap enough to run on each training batch and on every ``enhance`` segment.
+:func:`dereverb.baselines.wpe` keeps nara_wpe as the reference the tests compare with.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+# Relative diagonal loading of each K x K correlation matrix (a ridge of 1e-6 of its mean diagonal):
+# keeps silent bins (zero padding, band-limited input) solvable and the complex64 statistics stable.
+# It shrinks the filters a little: on the bundled church example 3 iterations remove 2.5% less
+# energy than nara_wpe (5% relative difference of the STFT); PESQ-WB on 4 simulated files per
+# REVERB-like condition equal within 0.02.  LOADING = 0 reproduces nara_wpe to 1e-8 (tests).
+LOADING = 1e-6
+
+
+def delayed_frames(spec: Tensor, taps: int, delay: int) -> Tensor:
+    """Complex ``(..., T)`` -> ``(..., T, taps)``: entry ``[t, k]`` is frame ``t - delay - k``
+    (zero before the first frame)."""
+    padded = torch.nn.functional.pad(spec, (delay + taps - 1, 0))
+    return padded.unfold(-1, taps, 1)[..., : spec.shape[-1], :].flip(-1)
+
+
+def wpe(spec: Tensor, taps: int = 40, delay: int = 3, iterations: int = 3) -> Tensor:
+    """Dereverberate complex STFTs ``(..., F, T)`` independently per leading index and frequency.
+
+    Returns a tensor of ``spec``'s shape and dtype.  Statistics are computed in ``complex128``
+    when the input is, otherwise in ``complex64`` with the small solves in ``complex128``.
+    """
+    if taps < 1 or delay < 1 or iterations < 1:
+        raise ValueError("wpe: taps, delay and iterations must be at least 1")
+    y = spec
+    past = delayed_frames(y, taps, delay)  # (..., F, T, K)
+    x = y
+    eye = torch.eye(taps, dtype=torch.complex128, device=y.device)
+    for _ in range(iterations):
+        power = x.real.square() + x.imag.square()  # (..., F, T)
+        floor = 1e-10 * power.flatten(-2).amax(-1)[..., None, None]  # as nara_wpe: per signal
+        inv = torch.where(floor > 0, 1.0 / torch.maximum(power, floor), torch.ones_like(power))
+        weighted = past * inv[..., None].to(past.dtype)  # (..., F, T, K)
+        wt = weighted.transpose(-1, -2)  # (..., F, K, T)
+        corr = (wt @ past.conj()).to(torch.complex128)  # (..., F, K, K): sum_t x_t x_t^H / power_t
+        cross = (wt @ y.conj()[..., None]).to(torch.complex128)  # (..., F, K, 1)
+        load = LOADING * corr.diagonal(dim1=-2, dim2=-1).real.mean(-1)[..., None, None]
+        gain = torch.linalg.solve(corr + (load + 1e-30) * eye, cross)  # (..., F, K, 1)
+        x = y - (past @ gain.conj().to(past.dtype))[..., 0]
+    return x
