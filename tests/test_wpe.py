@@ -26,8 +26,8 @@ def church_spec() -> np.ndarray:
 
 def test_delayed_frames_are_the_past_frames_after_the_delay():
     y = torch.arange(1, 7, dtype=torch.float32)  # frames 1..6
-    past = delayed_frames(y, taps=2, delay=2)  # [t, k] = y[t - 2 - k]
-    assert past.tolist() == [[0, 0], [0, 0], [1, 0], [2, 1], [3, 2], [4, 3]]
+    past = delayed_frames(y, taps=2, delay=2)  # [t, k] = y[t - 3 + k]
+    assert past.tolist() == [[0, 0], [0, 0], [0, 1], [1, 2], [2, 3], [3, 4]]
 
 
 @pytest.mark.parametrize("iterations", [1, 3])

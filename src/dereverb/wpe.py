@@ -26,11 +26,29 @@ from torch import Tensor
 LOADING = 1e-6
 
 
+# Frequencies solved together: bounds the ``(rows, BLOCK, T, taps)`` complex tensors (170 MB each
+# for two 16 s segments at 40 taps) at about 10% more time than all 257 at once.
+BLOCK = 128
+
+
 def delayed_frames(spec: Tensor, taps: int, delay: int) -> Tensor:
-    """Complex ``(..., T)`` -> ``(..., T, taps)``: entry ``[t, k]`` is frame ``t - delay - k``
-    (zero before the first frame)."""
+    """Complex ``(..., T)`` -> ``(..., T, taps)``: entry ``[t, k]`` is frame ``t - delay - taps + 1 + k``
+    (oldest first; zero before the first frame)."""
     padded = torch.nn.functional.pad(spec, (delay + taps - 1, 0))
-    return padded.unfold(-1, taps, 1)[..., : spec.shape[-1], :].flip(-1)
+    return padded.unfold(-1, taps, 1)[..., : spec.shape[-1], :]
+
+
+def _filtered(y: Tensor, inv: Tensor, taps: int, delay: int) -> Tensor:
+    """One WPE filter estimate and its application: ``y (..., T)`` complex, ``inv (..., T)`` the
+    inverse power weights -> ``y`` minus its weighted linear prediction from delayed frames."""
+    past = delayed_frames(y, taps, delay)  # (..., T, K), a strided view
+    wt = (past * inv[..., None].to(past.dtype)).transpose(-1, -2)  # (..., K, T): x_t / power_t
+    corr = (wt @ past.conj()).to(torch.complex128)  # (..., K, K): sum_t x_t x_t^H / power_t
+    cross = (wt @ y.conj()[..., None]).to(torch.complex128)  # (..., K, 1)
+    load = LOADING * corr.diagonal(dim1=-2, dim2=-1).real.mean(-1)[..., None, None] + 1e-30
+    eye = torch.eye(taps, dtype=corr.dtype, device=corr.device)
+    gain = torch.linalg.solve(corr + load * eye, cross)  # (..., K, 1)
+    return y - (past @ gain.conj().to(past.dtype))[..., 0]
 
 
 def wpe(spec: Tensor, taps: int = 40, delay: int = 3, iterations: int = 3) -> Tensor:
@@ -41,19 +59,13 @@ def wpe(spec: Tensor, taps: int = 40, delay: int = 3, iterations: int = 3) -> Te
     """
     if taps < 1 or delay < 1 or iterations < 1:
         raise ValueError("wpe: taps, delay and iterations must be at least 1")
-    y = spec
-    past = delayed_frames(y, taps, delay)  # (..., F, T, K)
+    shape = spec.shape
+    y = spec.reshape(-1, *shape[-2:])  # (N, F, T)
     x = y
-    eye = torch.eye(taps, dtype=torch.complex128, device=y.device)
     for _ in range(iterations):
-        power = x.real.square() + x.imag.square()  # (..., F, T)
-        floor = 1e-10 * power.flatten(-2).amax(-1)[..., None, None]  # as nara_wpe: per signal
+        power = x.real.square() + x.imag.square()  # (N, F, T)
+        floor = 1e-10 * power.flatten(1).amax(1)[:, None, None]  # as nara_wpe: per signal
         inv = torch.where(floor > 0, 1.0 / torch.maximum(power, floor), torch.ones_like(power))
-        weighted = past * inv[..., None].to(past.dtype)  # (..., F, T, K)
-        wt = weighted.transpose(-1, -2)  # (..., F, K, T)
-        corr = (wt @ past.conj()).to(torch.complex128)  # (..., F, K, K): sum_t x_t x_t^H / power_t
-        cross = (wt @ y.conj()[..., None]).to(torch.complex128)  # (..., F, K, 1)
-        load = LOADING * corr.diagonal(dim1=-2, dim2=-1).real.mean(-1)[..., None, None]
-        gain = torch.linalg.solve(corr + (load + 1e-30) * eye, cross)  # (..., F, K, 1)
-        x = y - (past @ gain.conj().to(past.dtype))[..., 0]
-    return x
+        x = torch.cat([_filtered(y[:, i : i + BLOCK], inv[:, i : i + BLOCK], taps, delay)
+                       for i in range(0, shape[-2], BLOCK)], dim=1)
+    return x.reshape(shape)
