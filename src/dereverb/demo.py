@@ -8,8 +8,8 @@ Two cases, both real audio shipped in ``examples/`` (see examples/ATTRIBUTION.md
    processed at its own rate and channel count through resampling; the reference is the dry
    source, aligned by cross-correlation.
 
-For each, the unprocessed input, single-channel WPE, dereverb and the WPE + dereverb cascade
-(`dereverb enhance --wpe`) are scored with the metrics of
+For each, the unprocessed input, single-channel WPE (nara_wpe), dereverb and the WPE + dereverb
+cascade (`dereverb enhance --wpe`) are scored with the metrics of
 :mod:`dereverb.metrics`; WAVs and a before/after spectrogram PNG are written to the output folder.
 """
 
@@ -84,11 +84,14 @@ def run(out_dir: str | Path, enhancer: Callable | None = None, log: Callable[[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     d = enhancer or Dereverberator.from_pretrained()
+    cascade = (Dereverberator(d.model, d.device, chunk=d.chunk, wpe=baselines.WpeConfig())
+               if d.backend == "torch" and d.model.feature_config.frontend == "none" else None)  # enhance --wpe
     results: dict[str, dict[str, dict[str, float]]] = {}
 
     reverb, clean = church_case()
-    wpe = baselines.wpe(reverb)
-    systems = {"unprocessed": reverb, "wpe": wpe, "dereverb": d(reverb, RATE), "wpe+dereverb": d(wpe, RATE)}
+    systems = {"unprocessed": reverb, "wpe": baselines.wpe(reverb), "dereverb": d(reverb, RATE)}
+    if cascade is not None:
+        systems["wpe+dereverb"] = cascade(reverb, RATE)
     for name, y in {**systems, "clean": clean}.items():
         audio.write(out / f"church_{name}.wav", y, RATE, subtype="PCM_16")
     results["church (measured RIR, held out)"] = {k: score(y, clean, RATE) for k, y in systems.items()}
@@ -104,8 +107,9 @@ def run(out_dir: str | Path, enhancer: Callable | None = None, log: Callable[[st
     ch = best_channel(dry, mics, max_lag=RATE // 2)  # two of the eight microphones are dead
     ours, _ = audio.read(enhanced, sample_rate=RATE, channel=ch)
     ref = align(dry, mics[ch], max_lag=RATE // 2)
-    wpe = baselines.wpe(mics[ch])
-    room = {"unprocessed": mics[ch], "wpe": wpe, "dereverb": ours[0], "wpe+dereverb": d(wpe, RATE)}
+    room = {"unprocessed": mics[ch], "wpe": baselines.wpe(mics[ch]), "dereverb": ours[0]}
+    if cascade is not None:
+        room["wpe+dereverb"] = cascade(mics[ch], RATE)
     audio.write(out / f"room_mic{ch}_wpe.wav", room["wpe"], RATE, subtype="PCM_16")
     results[f"room (real 8-mic recording, mic {ch})"] = {k: score(y, ref, RATE) for k, y in room.items()}
     spectrogram_figure(out / "room_spectrograms.png", {**room, "dry source (aligned)": ref}, RATE)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import audio, baselines, spectral
+from . import audio, spectral
 from .baselines import WpeConfig
 from .chunking import ChunkConfig, Fifo, OverlapAdd, StreamResampler
 from .errors import DereverbError
@@ -61,13 +61,6 @@ def resolve_model(spec: str | Path | None) -> Path:
         f"{name}: no such model file or run folder, nor a bundled model name "
         f"(bundled: {', '.join(names) or 'none'})"
     )
-
-
-def _require_nara_wpe() -> None:
-    try:
-        import nara_wpe  # noqa: F401
-    except ImportError:
-        raise DereverbError("--wpe needs nara_wpe: pip install 'dereverb[metrics]'") from None
 
 
 def inference_net(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -127,9 +120,10 @@ class Dereverberator:
     model's first.  ``strength`` in [0, 1] mixes enhanced and input waveforms (1 = fully
     dereverberated).  ``onnx_net``: a callable run in place of ``model.net`` (see export.py);
     otherwise the torch network runs with its batch norms folded into the convolutions.
-    ``wpe``: run single-channel WPE (:func:`dereverb.baselines.wpe`) on each segment before the
-    network, a WPE + network cascade: WPE removes the late tail by linear prediction, so the
-    network sees the higher-DRR input it handles best (see the bundled model's card).
+    ``wpe``: run single-channel WPE (:mod:`dereverb.wpe`, ``taps``/``delay``/``iterations`` of the
+    config, on the model's own STFT) on each segment before the network, a WPE + network cascade:
+    WPE removes the late tail by linear prediction, so the network sees the higher-DRR input it
+    handles best (see the bundled model's card).  It is the model with ``features.frontend: wpe``.
     """
 
     def __init__(self, model, device: str | torch.device = "auto", phase: str | None = None,
@@ -142,16 +136,17 @@ class Dereverberator:
             raise DereverbError(f"--strength {strength}: must be between 0 and 1")
         if onnx_net is not None and str(device) not in ("auto", "cpu"):
             raise DereverbError(f"--device {device}: the onnx backend runs on the CPU; use --device cpu or auto")
+        if wpe is not None:
+            if model.feature_config.frontend == "wpe":
+                raise DereverbError("--wpe: this model runs WPE itself (its frontend); leave --wpe out")
+            model = copy.copy(model)  # the same weights, WPE as its frontend
+            model.feature_config = dataclasses.replace(model.feature_config, frontend="wpe", wpe_taps=wpe.taps,
+                                                       wpe_delay=wpe.delay, wpe_iterations=wpe.iterations)
         self.device = torch.device("cpu") if onnx_net is not None else resolve_device(device)
         self.model = model.to(self.device).eval()
         self.net = onnx_net if onnx_net is not None else inference_net(model.net, self.device)
         self.phase, self.strength, self.chunk = phase or modes[0], float(strength), chunk
         self.backend = "torch" if onnx_net is None else "onnx"
-        self.wpe = wpe
-        if wpe is not None:
-            if model.feature_config.frontend == "wpe":
-                raise DereverbError("--wpe: this model runs WPE itself (its frontend); leave --wpe out")
-            _require_nara_wpe()
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "auto", phase: str | None = None,
@@ -218,8 +213,6 @@ class Dereverberator:
             idx = active[i : i + per_call]
             a, b = active_span(x[idx], self.model.stft_config.n_fft)
             rows = x[idx, a:b]
-            if self.wpe is not None:
-                rows = np.stack([baselines.wpe(r, self.wpe) for r in rows])
             y[idx, a:b] = self._segment(torch.from_numpy(np.ascontiguousarray(rows)).to(self.device)).float().cpu().numpy()
         return y
 
