@@ -11,8 +11,6 @@ the relative difference of each output from nara_wpe's.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import scipy.signal
@@ -20,6 +18,7 @@ import torch
 
 from dereverb import baselines
 from dereverb.wpe import wpe
+from spectral import median_seconds  # benchmarks/spectral.py (this folder is on sys.path)
 
 
 def reverberant(seconds: float, rate: int = 16000) -> np.ndarray:
@@ -31,16 +30,6 @@ def reverberant(seconds: float, rate: int = 16000) -> np.ndarray:
     h = rng.standard_normal(int(0.8 * rate)) * np.exp(-6.9 * np.arange(int(0.8 * rate)) / (0.6 * rate))
     h[0] = 4.0
     return scipy.signal.fftconvolve(dry, h)[:n]
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -56,12 +45,12 @@ def main() -> None:
     print(f"{args.seconds:g} s at 16 kHz, STFT 512/128, 40 taps, delay 3, {args.threads} threads")
     for iterations in (2, 3):
         ref = nara_wpe(spec[:, None, :], taps=40, delay=3, iterations=iterations, statistics_mode="full")[:, 0, :]
-        t = median_time(lambda: nara_wpe(spec[:, None, :], taps=40, delay=3, iterations=iterations,
+        t = median_seconds(lambda: nara_wpe(spec[:, None, :], taps=40, delay=3, iterations=iterations,
                                          statistics_mode="full"), args.repeats)
         print(f"  {iterations} iterations  nara_wpe (float64 numpy)   RTF {t / args.seconds:.4f}")
         for dtype in (torch.complex128, torch.complex64):
             x = torch.from_numpy(spec).to(dtype)
-            t = median_time(lambda: wpe(x, 40, 3, iterations), args.repeats)
+            t = median_seconds(lambda: wpe(x, 40, 3, iterations), args.repeats)
             diff = np.linalg.norm(wpe(x, 40, 3, iterations).numpy() - ref) / np.linalg.norm(ref)
             print(f"  {iterations} iterations  dereverb.wpe {str(dtype)[6:]:<10}  RTF {t / args.seconds:.4f}"
                   f"  (rel. diff from nara_wpe {diff:.1e})")

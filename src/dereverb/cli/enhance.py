@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mono", action="store_true", help="mix channels down to one before enhancing")
     p.add_argument("--wpe", action="store_true",
                    help="run single-channel WPE (40 taps) before the model: a cascade that is "
-                        "better on nearly dry, close-microphone input; about 5x slower")
+                        "better on average and on close-microphone input; about 10x slower")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the network with torch or onnxruntime")
 
