@@ -56,6 +56,14 @@ def float16_bound(ref: torch.Tensor) -> torch.Tensor:
     return ref.abs() * 2.0**-11 + 1e-6
 
 
+def float32_stft_bound(ref: torch.Tensor) -> torch.Tensor:
+    """dB error of a float32 STFT on another machine's FFT: about two float32 ulps of the frame's
+    largest bin, in absolute amplitude, so it matters only far below that bin (0.1 dB at -95 dB
+    on an AMD CPU for a store written on an Intel one)."""
+    rel = 2.0**-23 * 10 ** ((ref.amax(0, keepdim=True) - ref) / 20)  # amplitude error / |X|
+    return 20 * torch.log10(1 + rel)
+
+
 @pytest.mark.parametrize(("quant_db", "codec"), [(0.05, "zstd"), (0.2, "lz4hc"), (0.0, "none")])
 def test_round_trip_within_the_quantisation_step(tmp_path, folders, quant_db, codec):
     meta = store.prepare(paired_config(folders, quant_db=quant_db, codec=codec), STFT, tmp_path)
@@ -130,7 +138,8 @@ def test_format1_store_still_loads():
         for c, wave in enumerate((reverb, clean)):
             ref = exact_db_of(wave.astype(np.float32), ds.stft)
             got = torch.from_numpy(ds.read(i)[c])
-            assert got.shape == ref.shape and torch.all((got - ref).abs() <= float16_bound(ref))
+            bound = float16_bound(ref) + float32_stft_bound(ref)
+            assert got.shape == ref.shape and torch.all((got - ref).abs() <= bound)
         whole = ds.read(i)
         assert np.array_equal(ds.read(i, 13, 18), whole[..., 13:31])  # across a block boundary
         start = ds.crop_start(i)
