@@ -7,10 +7,11 @@ reverberation of frame ``t`` is predicted linearly from frames ``t - delay - k``
 subtracted; the filter minimises the prediction error weighted by the inverse power of the current
 estimate, re-estimated ``iterations`` times.
 
-Why not nara_wpe: it works one signal at a time in float64 numpy (0.3-0.5 s per 2-4 s crop on the
-development CPU); here every frequency of every row is one batched matrix product and one batched
-``K x K`` solve, cheap enough to run on each training batch and on every ``enhance`` segment.
-:func:`dereverb.baselines.wpe` keeps nara_wpe as the reference the tests compare with.
+Why not nara_wpe: it works one signal at a time in float64 numpy on waveforms' scipy STFTs; here
+every frequency of every row of a batch is one batched matrix product and one batched ``K x K``
+solve on the model's own STFT, in the model's dtype and on its device (``benchmarks/wpe.py``, one
+10 s signal, 2 CPU threads: real-time factor 0.052 against 0.060 for nara_wpe at 3 iterations).
+:func:`dereverb.baselines.wpe` keeps nara_wpe as the evaluation baseline and the tests' reference.
 """
 
 from __future__ import annotations
