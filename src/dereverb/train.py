@@ -379,10 +379,9 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
 def _init_from(model: DereverbModel, spec: str) -> None:
     """Copy the weights and normaliser of checkpoint ``spec`` into ``model`` (same architecture)."""
     src = checkpoint.load(resolve_model(spec))
-    same_features = dataclasses.replace(src.feature_config, frontend=model.feature_config.frontend,
-                                        wpe_taps=model.feature_config.wpe_taps, wpe_delay=model.feature_config.wpe_delay,
-                                        wpe_iterations=model.feature_config.wpe_iterations)
-    if (src.stft_config, src.model_config, same_features) != (model.stft_config, model.model_config, model.feature_config):
+    compression = ("compression", "floor_db", "power", "normalization")  # the frontend may differ
+    same_features = all(getattr(src.feature_config, k) == getattr(model.feature_config, k) for k in compression)
+    if not same_features or (src.stft_config, src.model_config) != (model.stft_config, model.model_config):
         raise DereverbError(f"train.init {spec}: its stft/model/features sections differ from this run's")
     model.load_state_dict(src.state_dict())
 
