@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-testset clean
 
 # torch is installed first and pinned, so nothing pulls a CUDA build; never torchaudio.
 $(STAMP): pyproject.toml
@@ -22,8 +22,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Scripts that score a paired test set (dereverb make-testset) run with `make bench-testset TESTSET=DIR`.
+TESTSET_BENCH = benchmarks/mask_ceiling.py benchmarks/mask_strength.py
+
 bench: $(STAMP)
-	for f in benchmarks/*.py; do $(PY) $$f || exit 1; done
+	for f in $(filter-out $(TESTSET_BENCH),$(wildcard benchmarks/*.py)); do $(PY) $$f || exit 1; done
+
+bench-testset: $(STAMP)
+	@test -n "$(TESTSET)" || { echo 'usage: make bench-testset TESTSET=DIR (from dereverb make-testset)'; exit 2; }
+	for f in $(TESTSET_BENCH); do $(PY) $$f $(TESTSET) || exit 1; done
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
