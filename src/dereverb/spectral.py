@@ -108,8 +108,13 @@ def db_to_magnitude(db: Tensor) -> Tensor:
 
 
 def power_compress(mag: Tensor, power: float = 0.3) -> Tensor:
-    """``|X| ** power``: the compression used by complex-target models (e.g. Braun et al. 2021)."""
-    return mag.clamp_min(0).pow(power)
+    """``|X| ** power``: the compression used by complex-target models (e.g. Braun et al. 2021).
+
+    Magnitudes below 1e-12 (digital silence) are raised to it, as in :func:`compress_complex`:
+    ``d/dx x ** p`` is infinite at 0, so a mask model trained through this compression got a NaN
+    gradient (and diverged in its first steps) wherever the reverberant input was exactly zero.
+    """
+    return mag.clamp_min(1e-12).pow(power)
 
 
 def power_decompress(feat: Tensor, power: float = 0.3) -> Tensor:
