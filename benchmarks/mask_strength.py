@@ -21,7 +21,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import csv  # noqa: E402
-import dataclasses  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -29,7 +28,7 @@ import torch  # noqa: E402
 
 from dereverb import audio, checkpoint, metrics, spectral  # noqa: E402
 from dereverb.baselines import WpeConfig  # noqa: E402
-from dereverb.enhance import resolve_model  # noqa: E402
+from dereverb.enhance import Dereverberator, resolve_model  # noqa: E402
 from dereverb.model import DereverbModel  # noqa: E402
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -62,10 +61,8 @@ def main() -> None:
     model = checkpoint.load(resolve_model(args.model), device="cpu").eval()
     if model.model_config.output != "mask":
         raise SystemExit(f"{args.model}: output {model.model_config.output!r}, not a mask model")
-    if args.wpe:
-        w = WpeConfig()
-        model.feature_config = dataclasses.replace(model.feature_config, frontend="wpe", wpe_taps=w.taps,
-                                                   wpe_delay=w.delay, wpe_iterations=w.iterations)
+    if args.wpe:  # the model with WPE as its frontend, as enhance --wpe builds it
+        model = Dereverberator(model, device="cpu", wpe=WpeConfig()).model
     root = Path(args.testset)
     by_condition: dict[str, list[str]] = {}
     with open(root / "conditions.csv", newline="") as f:

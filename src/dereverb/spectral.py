@@ -107,14 +107,18 @@ def db_to_magnitude(db: Tensor) -> Tensor:
     return torch.pow(10.0, db / 20.0)
 
 
+# The power-law compressions raise magnitudes to this first: d/dx x ** p is infinite at 0.
+MAG_FLOOR = 1e-12
+
+
 def power_compress(mag: Tensor, power: float = 0.3) -> Tensor:
     """``|X| ** power``: the compression used by complex-target models (e.g. Braun et al. 2021).
 
-    Magnitudes below 1e-12 (digital silence) are raised to it, as in :func:`compress_complex`:
+    Magnitudes below ``MAG_FLOOR`` (digital silence) are raised to it, as in :func:`compress_complex`:
     ``d/dx x ** p`` is infinite at 0, so a mask model trained through this compression got a NaN
     gradient (and diverged in its first steps) wherever the reverberant input was exactly zero.
     """
-    return mag.clamp_min(1e-12).pow(power)
+    return mag.clamp_min(MAG_FLOOR).pow(power)
 
 
 def power_decompress(feat: Tensor, power: float = 0.3) -> Tensor:
@@ -139,13 +143,13 @@ def decompress(feat: Tensor, cfg: FeatureConfig) -> Tensor:
 def compress_complex(spec: Tensor, power: float = 0.3) -> Tensor:
     """Compress a complex spectrogram's magnitude, keep its phase: ``|X|^p e^{j angle X}``."""
     mag = spec.abs()
-    return spec * (mag.clamp_min(1e-12).pow(power - 1.0))
+    return spec * (mag.clamp_min(MAG_FLOOR).pow(power - 1.0))
 
 
 def decompress_complex(spec: Tensor, power: float = 0.3) -> Tensor:
     """Inverse of :func:`compress_complex`."""
     mag = spec.abs()
-    return spec * (mag.clamp_min(1e-12).pow(1.0 / power - 1.0))
+    return spec * (mag.clamp_min(MAG_FLOOR).pow(1.0 / power - 1.0))
 
 
 # --- real/imag channels ------------------------------------------------------------------------
