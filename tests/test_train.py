@@ -165,6 +165,23 @@ def test_init_fine_tunes_a_checkpoint_with_a_wpe_frontend(tiny_data, tmp_path, m
         train(other, tmp_path / "other")
 
 
+def test_init_across_compressions_keeps_the_network_and_refits_the_normaliser(tiny_data, tmp_path, monkeypatch):
+    """A log-magnitude checkpoint can start a power-law run: the network's weights carry over (with
+    lr 0 they stay exactly), the normaliser is fitted on the new features."""
+    src, _ = train(load_config(None, _overrides(tiny_data, steps=2, samples=0)), tmp_path / "src")
+    fitted = []
+    real_fit = DereverbModel.fit_normalizer
+    monkeypatch.setattr(DereverbModel, "fit_normalizer", lambda m, s: fitted.append(s.shape) or real_fit(m, s))
+    cfg = load_config(None, _overrides(tiny_data, steps=1, samples=0, lr=0.0, init=tmp_path / "src")
+                      + ["features.compression=power"])
+    tuned, _ = train(cfg, tmp_path / "tuned")
+    assert fitted, "another compression needs its own normaliser"
+    for (name, a), b in zip(src.net.named_parameters(), tuned.net.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert not torch.allclose(tuned.normalizer.mean, src.normalizer.mean)
+    assert checkpoint.load(tmp_path / "tuned").feature_config.compression == "power"
+
+
 WORKER = """
 import sys, torch
 from dereverb.train import load_config, train

@@ -69,8 +69,11 @@ class TrainConfig:
     bf16/fp16 AMP on CUDA, else fp32), ``fp32``, ``bf16``.  ``threads``: torch CPU threads (0:
     torch's default; 1 is faster for small models on busy shared cores).  ``best_metric``:
     ``si_sdr`` (higher is better) or ``lsd`` (lower).  ``init``: a checkpoint (bundled name, file
-    or run folder) whose weights and normaliser start a new run (fine-tuning; the schedule starts
-    at step 0); its STFT, network and compression must equal this run's, the frontend may differ."""
+    or run folder) whose weights start a new run (fine-tuning; the schedule starts at step 0); its
+    STFT and network must equal this run's.  With the same compression its normaliser is kept (the
+    frontend may differ); with another compression the normaliser is refitted on this run's stream
+    and only the network's weights carry over (per-frequency normalisation keeps the inputs'
+    scale comparable, so the network adapts instead of starting from random weights)."""
 
     name: str = "run"
     seed: int = 0
@@ -279,10 +282,11 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     if state_path.is_file():
         step, best = _restore(checkpoint.load_state(state_path), model, opt, disc, opt_d)
         log.info(f"resumed from step {step}" + (" (already complete: raise train.steps to go on)" if step >= tc.steps else ""))
-    elif tc.init:
-        _init_from(model, tc.init)
+    elif tc.init and _init_from(model, tc.init):
         log.info(f"weights and normaliser from {tc.init}")
     else:
+        if tc.init:
+            log.info(f"network weights from {tc.init} (another compression: normaliser refitted)")
         first = [_pairs(b, model, device)[0] for b in itertools.islice(_batches(train_set, tc, 0, 0, 1), tc.norm_batches)]
         if not first:
             raise DereverbError(f"the training source holds fewer than train.batch_size={tc.batch_size} examples")
@@ -376,14 +380,18 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     return model.eval(), last_metrics
 
 
-def _init_from(model: DereverbModel, spec: str) -> None:
-    """Copy the weights and normaliser of checkpoint ``spec`` into ``model`` (same architecture)."""
+def _init_from(model: DereverbModel, spec: str) -> bool:
+    """Copy checkpoint ``spec``'s network weights into ``model`` (same STFT and architecture), and its
+    normaliser too when both compress alike; returns whether the normaliser was copied."""
     src = checkpoint.load(resolve_model(spec))
+    if (src.stft_config, src.model_config) != (model.stft_config, model.model_config):
+        raise DereverbError(f"train.init {spec}: its stft/model sections differ from this run's")
     compression = ("compression", "floor_db", "power", "normalization")  # the frontend may differ
-    same_features = all(getattr(src.feature_config, k) == getattr(model.feature_config, k) for k in compression)
-    if not same_features or (src.stft_config, src.model_config) != (model.stft_config, model.model_config):
-        raise DereverbError(f"train.init {spec}: its stft/model/features sections differ from this run's")
-    model.load_state_dict(src.state_dict())
+    if all(getattr(src.feature_config, k) == getattr(model.feature_config, k) for k in compression):
+        model.load_state_dict(src.state_dict())
+        return True
+    model.net.load_state_dict(src.net.state_dict())
+    return False
 
 
 def _state(model, opt, disc, opt_d, step: int, best: float | None) -> dict[str, Any]:
