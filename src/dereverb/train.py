@@ -13,6 +13,7 @@ is killed and rerun ends with the same weights as one that never stopped (on CPU
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import itertools
 import math
@@ -160,7 +161,15 @@ def _distributed(device: str) -> tuple[int, int, torch.device]:
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        # leaving the group joined at exit can abort the process ("terminate called without an
+        # active exception" from gloo's threads): leave it cleanly, after any later train() call
+        atexit.register(_leave_group)
     return (dist.get_rank() if world > 1 else 0), world, dev
+
+
+def _leave_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _train_source(cfg: RunConfig, rank: int, world: int):
