@@ -312,6 +312,18 @@ def test_drr_prob_rescales_room_tails_into_range(corpus, monkeypatch):
         config(corpus, drr_range=(6.0, 4.0))
 
 
+def test_decay_scales_add_shortened_copies_of_the_measured_rirs(corpus):
+    plain, _ = data.load_rir_sets(config(corpus), 16000)
+    measured, _ = data.load_rir_sets(config(corpus, decay_scales=(0.5, 0.8)), 16000)
+    assert len(measured) == 3 * len(plain) and [r.name for r in measured[: len(plain)]] == [r.name for r in plain]
+    by_name = {r.name: r for r in plain}
+    for rir, scale in zip(measured[len(plain) :], [0.5] * len(plain) + [0.8] * len(plain)):
+        base = by_name[rir.name.removesuffix(f"@t60x{scale:g}")]
+        assert rir.meta["decay_scale"] == scale and rir.t30 == pytest.approx(scale * base.t30, rel=0.15)
+    with pytest.raises(DereverbError, match="decay_scales"):
+        config(corpus, decay_scales=(1.2,))
+
+
 def test_speech_cache_serves_the_same_pairs_and_stays_in_budget(corpus):
     wavs = tuple(str(corpus / "speech" / f"a{i}.wav") for i in range(3))  # at the model rate: exact
     plain = take(data.build_train_dataset(config(corpus, speech=wavs), StftConfig(), seed=5), 12)

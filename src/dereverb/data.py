@@ -56,6 +56,9 @@ class DataConfig:
     an SNR drawn from ``snr_range`` dB (the target stays clean): crops of the ``noise`` files
     (folders, files or manifests, looped when short), or, without files, coloured Gaussian noise
     with a spectral slope drawn from ``noise_slope_range`` dB per octave (:mod:`dereverb.noise`).
+    ``decay_scales``: each measured RIR also joins the measured set with its reverberation time
+    multiplied by each of these, in (0, 1] (:func:`rooms.with_decay`), so a few measured halls
+    also stand for smaller rooms (the simulated pool spans its own T60 range and is left alone).
     The train/held-out split is just which paths a recipe lists.
     """
 
@@ -80,6 +83,7 @@ class DataConfig:
     noise_prob: float = 0.0
     snr_range: tuple[float, float] = (5.0, 30.0)
     noise_slope_range: tuple[float, float] = (-6.0, 0.0)
+    decay_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -100,6 +104,7 @@ class DataConfig:
              "data.snr_range must be [low, high] dB with low <= high"),
             (len(self.noise_slope_range) == 2 and self.noise_slope_range[0] <= self.noise_slope_range[1],
              "data.noise_slope_range must be [low, high] dB/octave with low <= high"),
+            (all(0.0 < x <= 1.0 for x in self.decay_scales), "data.decay_scales must each be in (0, 1]"),
         ]
         require(checks)
 
@@ -353,6 +358,7 @@ class ReverbPairs(IterableDataset):
 def load_rir_sets(cfg: DataConfig, sample_rate: int, seed: int = 0) -> tuple[list[Rir], list[Rir]]:
     """``(measured, simulated)`` RIRs named by ``cfg`` at ``sample_rate``."""
     measured = rooms.load_rirs(cfg.rirs, sample_rate, cfg.rir_channels, cfg.strict) if cfg.rirs else []
+    measured += [rooms.with_decay(r, s) for s in cfg.decay_scales for r in measured]
     simulated: list[Rir] = []
     if cfg.rir_pool:
         pool = Path(cfg.rir_pool)

@@ -257,6 +257,34 @@ def with_drr(rir: Rir, drr_db: float) -> Rir:
                                meta={**rir.meta, "drr_from": now})
 
 
+def with_decay(rir: Rir, scale: float) -> Rir:
+    """The RIR with its reverberation time shortened to ``scale`` (in (0, 1]) times its T30.
+
+    Data augmentation after Bryan (ICASSP 2020): everything after the direct-path window is
+    multiplied by ``exp(-6.91 t (1/(scale T) - 1/T))``, ``t`` the time after the direct path and
+    ``T`` the RIR's T30, which turns an exponential decay of ``T`` into one of ``scale T`` (the
+    envelope of a diffuse tail; the reflections' times stay, so a measured hall also stands for a
+    smaller, deader room).  The direct path is untouched, so the ``direct`` and ``dry`` targets do
+    not change.  Only shortening: lengthening would raise the measurement's noise floor at the
+    cut-off into a tail that no longer decays.  T30 and DRR are measured again;
+    ``meta["t30_from"]`` keeps the original.
+    """
+    if not 0.0 < scale <= 1.0:
+        raise DereverbError(f"decay scale {scale} is outside (0, 1]")
+    d, w, sr = rir.direct_index, _ms(rir.sample_rate, DIRECT_MS), rir.sample_rate
+    if not math.isfinite(rir.t30) or rir.t30 <= 0 or scale == 1.0:
+        return rir
+    rate = 3.0 * math.log(10.0) * (1.0 / scale - 1.0) / rir.t30  # extra nepers/s: 60 dB per T30
+    env = np.exp(-rate * np.maximum(np.arange(len(rir.audio)) - d, 0) / sr)
+    env[max(0, d - w) : d + w + 1] = 1.0
+    h = (rir.audio * env).astype(np.float32)
+    t30, _ = decay_time(h[d:], sr)
+    return dataclasses.replace(rir, audio=h, name=f"{rir.name}@t60x{scale:g}",
+                               t30=t30 if math.isfinite(t30) else rir.t30 * scale,
+                               drr=direct_to_reverberant(h, d, sr),
+                               meta={**rir.meta, "t30_from": rir.t30, "decay_scale": scale})
+
+
 def convolve_part(x: np.ndarray, h: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """``(x * h)[lo:hi]`` (``hi <= len(x)``) of the full linear convolution, float32 ``(hi - lo,)``;
     indices below 0 are zeros.  Only the input that reaches ``[lo, hi)`` is transformed, and the
