@@ -20,6 +20,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # before numpy is imported
 
 import argparse  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -35,7 +36,7 @@ RATE = demo.RATE
 def live_mics(mics: np.ndarray, dry: np.ndarray) -> list[int]:
     """Channels of ``mics (C, S)`` whose normalised correlation with ``dry (S,)`` is at least half
     the best channel's."""
-    corr = [demo._xcorr(dry, ch, RATE // 2).max() / (np.linalg.norm(ch) * np.linalg.norm(dry) + 1e-12) for ch in mics]
+    corr = demo.correlations(dry, mics, RATE // 2)
     return [c for c, v in enumerate(corr) if v >= 0.5 * max(corr)]
 
 
@@ -49,18 +50,18 @@ def main() -> None:
     mics, _ = audio.read(path, sample_rate=RATE)
     dry = audio.resample(dry, audio.info(path).sample_rate, RATE)
     live = live_mics(mics, dry)
-    systems: dict[str, object] = {"unprocessed": lambda x: x, "wpe": baselines.wpe}
+    systems: dict[str, Callable[[np.ndarray], np.ndarray]] = {"unprocessed": lambda x: x, "wpe": baselines.wpe}
     for spec in args.models:
         name = Path(spec).stem if spec.endswith(".safetensors") else Path(spec).name
-        systems[name] = Dereverberator.from_pretrained(spec, device="cpu")
-        if args.wpe:
-            systems[f"wpe+{name}"] = Dereverberator.from_pretrained(spec, device="cpu", wpe=WpeConfig())
+        kinds = [(name, None)] + ([(f"wpe+{name}", WpeConfig())] if args.wpe else [])
+        for label, wpe in kinds:
+            d = Dereverberator.from_pretrained(spec, device="cpu", wpe=wpe)
+            systems[label] = lambda x, d=d: d(x, RATE)
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
     for c in live:
         ref = demo.align(dry, mics[c], max_lag=RATE // 2)
         for name, run in systems.items():
-            y = run(mics[c], RATE) if isinstance(run, Dereverberator) else run(mics[c])
-            rows[name].append(demo.score(y, ref, RATE))
+            rows[name].append(demo.score(run(mics[c]), ref, RATE))
     keys = demo.COLUMNS
     print(f"real room recording, live microphones {live}: mean over {len(live)} (16 kHz)")
     print("system".ljust(24) + "".join(k[:10].rjust(11) for k in keys))

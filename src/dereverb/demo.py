@@ -52,10 +52,14 @@ def _xcorr(ref: np.ndarray, x: np.ndarray, max_lag: int) -> np.ndarray:
     return np.abs(corr[len(ref) - 1 : len(ref) + max_lag])
 
 
+def correlations(ref: np.ndarray, x: np.ndarray, max_lag: int) -> list[float]:
+    """Peak normalised cross-correlation of each channel of ``x (C, S)`` with ``ref (S,)``."""
+    return [float(_xcorr(ref, ch, max_lag).max() / (np.linalg.norm(ch) * np.linalg.norm(ref) + 1e-12)) for ch in x]
+
+
 def best_channel(ref: np.ndarray, x: np.ndarray, max_lag: int) -> int:
     """The channel of ``x (C, S)`` most correlated with ``ref (S,)`` (skips dead microphones)."""
-    scores = [_xcorr(ref, ch, max_lag).max() / (np.linalg.norm(ch) * np.linalg.norm(ref) + 1e-12) for ch in x]
-    return int(np.argmax(scores))
+    return int(np.argmax(correlations(ref, x, max_lag)))
 
 
 def align(ref: np.ndarray, x: np.ndarray, max_lag: int) -> np.ndarray:
