@@ -47,6 +47,22 @@ def test_multi_resolution_stft_loss_is_zero_for_equal_and_grows_with_error():
     assert math.isclose(mr(2 * ref, ref).item(), 1.0 + math.log(2), rel_tol=1e-4)
 
 
+def test_log_magnitude_loss_is_the_db_error_over_20_and_floored():
+    ref = _noise(2, 64, 30).abs() + 0.1
+    assert losses.log_magnitude_loss(ref, ref).item() == 0.0
+    assert math.isclose(losses.log_magnitude_loss(ref * 10 ** (6 / 20), ref).item(), 0.3, rel_tol=1e-4)
+    # a silent estimate costs the floor's depth below the peak, not log(0)
+    silent = torch.zeros_like(ref)
+    loud = torch.full_like(ref, 1.0)
+    assert math.isclose(losses.log_magnitude_loss(silent, loud, floor_db=-80.0).item(), 4.0, rel_tol=1e-5)
+    # a 40 dB residual in a silent bin weighs as much as a 40 dB error in a loud one
+    quiet_ref = loud.clone()
+    quiet_ref[..., 0] = 1e-4  # 80 dB down: at the floor
+    residual = quiet_ref.clone()
+    residual[..., 0] = 1e-2  # 40 dB above it
+    assert math.isclose(losses.log_magnitude_loss(residual, quiet_ref).item(), 2.0 / 30, rel_tol=1e-4)
+
+
 def test_log_spectral_distance_of_a_gain_is_its_db():
     ref = _noise(1, 257, 40).abs() + 0.1
     assert torch.allclose(losses.log_spectral_distance(ref * 10 ** (6 / 20), ref), torch.tensor([6.0]), atol=1e-4)

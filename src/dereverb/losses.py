@@ -67,6 +67,18 @@ def si_sdr_loss(est: Tensor, ref: Tensor) -> Tensor:
     return -si_sdr(est.float(), ref.float()).mean()
 
 
+def log_magnitude_loss(est_mag: Tensor, ref_mag: Tensor, floor_db: float = -80.0) -> Tensor:
+    """Mean absolute difference of ``log10`` magnitudes (dB / 20), ``(B, F, T)`` -> scalar.
+
+    Both spectra are floored at ``floor_db`` below each reference's peak.  On a dB scale a
+    residual tail 40 dB under the speech costs as much as a 40 dB error in a loud bin, which a
+    power-law feature loss weighs far less: this term asks for the silence between words.
+    """
+    peak = ref_mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+    floor = peak * 10 ** (floor_db / 20)
+    return (torch.maximum(est_mag, floor).log10() - torch.maximum(ref_mag, floor).log10()).abs().mean()
+
+
 def log_spectral_distance(est_mag: Tensor, ref_mag: Tensor, floor_db: float = -80.0) -> Tensor:
     """Log-spectral distance in dB, ``(B, F, T)`` magnitudes -> ``(B,)``.
 

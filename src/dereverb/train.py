@@ -69,7 +69,10 @@ class TrainConfig:
     """Optimisation and bookkeeping.  ``precision``: ``auto`` (bf16 + channels_last on AMX CPUs,
     bf16/fp16 AMP on CUDA, else fp32), ``fp32``, ``bf16``.  ``threads``: torch CPU threads (0:
     torch's default; 1 is faster for small models on busy shared cores).  ``best_metric``:
-    ``si_sdr`` (higher is better) or ``lsd`` (lower).  ``init``: a checkpoint (bundled name, file
+    ``si_sdr`` (higher is better) or ``lsd`` (lower).  ``mrstft_weight``, ``si_sdr_weight``,
+    ``log_mag_weight``: extra loss terms (0: off) next to the feature loss ``loss``: on the
+    resynthesised waveform, and the dB-scale L1 of the output magnitude
+    (:func:`losses.log_magnitude_loss`).  ``init``: a checkpoint (bundled name, file
     or run folder) whose weights start a new run (fine-tuning; the schedule starts at step 0); its
     STFT and network must equal this run's.  With the same compression its normaliser is kept (the
     frontend may differ); with another compression the normaliser is refitted on this run's stream
@@ -89,6 +92,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     loss: str = "l1"
     mrstft_weight: float = 0.0
+    log_mag_weight: float = 0.0
     si_sdr_weight: float = 0.0
     gan: GanConfig = GanConfig()
     precision: str = "auto"
@@ -331,6 +335,10 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
             out = net(x)
         pred = model.output_features(out, reverb)  # float32, comparable with y
         parts = {"spec": losses.spectral_loss(pred, y, tc.loss)}
+        if tc.log_mag_weight:
+            n_freq = cfg.stft.n_freq
+            est_mag = model.decode(out, reverb)[:, :n_freq].abs()
+            parts["log_mag"] = tc.log_mag_weight * losses.log_magnitude_loss(est_mag, clean[:, :n_freq].abs())
         if tc.mrstft_weight or tc.si_sdr_weight:
             est = model.stft.inverse(model.decode(out, reverb), length=clean_wave.shape[-1])
             if tc.mrstft_weight:
