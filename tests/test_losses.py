@@ -47,6 +47,25 @@ def test_multi_resolution_stft_loss_is_zero_for_equal_and_grows_with_error():
     assert math.isclose(mr(2 * ref, ref).item(), 1.0 + math.log(2), rel_tol=1e-4)
 
 
+def test_relative_spectral_loss_weights_examples_by_their_inputs_own_error():
+    target = torch.zeros(2, 1, 3, 4)
+    pred = torch.full_like(target, 0.5)  # both examples off by 0.5
+    same = torch.ones_like(target)  # both inputs off by 1: equal weights, the plain loss
+    assert math.isclose(losses.relative_spectral_loss(pred, target, same).item(), 0.5, rel_tol=1e-6)
+    unprocessed = torch.stack([torch.full((1, 3, 4), 0.1), torch.full((1, 3, 4), 0.9)])
+    pred = torch.stack([torch.full((1, 3, 4), 0.2), torch.zeros(1, 3, 4)])  # only the near one is hurt
+    w = torch.tensor([1 / 0.2, 1 / 1.0])
+    w = w / w.mean()
+    expected = (w[0] * 0.2).item() / 2
+    assert math.isclose(losses.relative_spectral_loss(pred, target, unprocessed, floor=0.1).item(), expected, rel_tol=1e-6)
+    assert expected > losses.spectral_loss(pred, target).item()  # the harm to the near example counts more
+    # the weights carry no gradient
+    unprocessed.requires_grad_(True)
+    pred.requires_grad_(True)
+    losses.relative_spectral_loss(pred, target, unprocessed).backward()
+    assert unprocessed.grad is None and pred.grad is not None
+
+
 def test_log_magnitude_loss_is_the_db_error_over_20_and_floored():
     ref = _noise(2, 64, 30).abs() + 0.1
     assert losses.log_magnitude_loss(ref, ref).item() == 0.0

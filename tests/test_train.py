@@ -135,7 +135,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_
 @pytest.mark.parametrize("variant", [["model.output=complex", "features.compression=power", "train.si_sdr_weight=0.1"],
                                      ["model.output=mask", "train.gan.enabled=true", "train.gan.base_channels=8",
                                       "train.mrstft_weight=1.0"],
-                                     ["model.output=mask", "train.log_mag_weight=0.5"]])
+                                     ["model.output=mask", "train.log_mag_weight=0.5", "train.relative_floor=0.1"]])
 def test_complex_and_gan_variants_train(tiny_data, tmp_path, variant):
     cfg = load_config(None, _overrides(tiny_data, steps=2, checkpoint_every=2, valid_every=2, samples=0) + variant)
     model, metrics = train(cfg, tmp_path / "run")

@@ -15,10 +15,33 @@ from .errors import DereverbError
 
 def spectral_loss(pred: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
     """L1 or MSE between normalised features ``(B, C, F, T)`` (Ernst et al. 2018 use L1/L2)."""
+    return spectral_loss_per_example(pred, target, kind, tuple(range(1, pred.ndim))).mean()
+
+
+def relative_spectral_loss(pred: Tensor, target: Tensor, unprocessed: Tensor, kind: str = "l1",
+                           floor: float = 0.1) -> Tensor:
+    """Feature loss with each example weighted by ``1 / (floor + its input's own loss)``.
+
+    ``pred``, ``target``, ``unprocessed`` ``(B, C, F, T)``: the input in the output's feature space
+    (what doing nothing would score).  The weights are normalised to mean 1 over the batch, so the
+    loss keeps the plain loss's scale; an example whose input is already close to its target
+    (nearly dry, near the microphone) weighs up to ``(floor + far) / floor`` times a far-field one,
+    so damaging it costs what it costs a listener, relative to the input.
+    """
+    dims = tuple(range(1, pred.ndim))
+    err = spectral_loss_per_example(pred, target, kind, dims)
+    with torch.no_grad():
+        weight = 1.0 / (floor + spectral_loss_per_example(unprocessed, target, kind, dims))
+        weight = weight / weight.mean()
+    return (weight * err).mean()
+
+
+def spectral_loss_per_example(pred: Tensor, target: Tensor, kind: str, dims: tuple[int, ...]) -> Tensor:
+    """:func:`spectral_loss` per example, ``(B, ...)`` -> ``(B,)``."""
     if kind == "l1":
-        return F.l1_loss(pred, target)
+        return (pred - target).abs().mean(dim=dims)
     if kind == "mse":
-        return F.mse_loss(pred, target)
+        return (pred - target).square().mean(dim=dims)
     raise DereverbError(f"unknown spectral loss {kind!r} (l1, mse)")
 
 

@@ -72,7 +72,9 @@ class TrainConfig:
     ``si_sdr`` (higher is better) or ``lsd`` (lower).  ``mrstft_weight``, ``si_sdr_weight``,
     ``log_mag_weight``: extra loss terms (0: off) next to the feature loss ``loss``: on the
     resynthesised waveform, and the dB-scale L1 of the output magnitude
-    (:func:`losses.log_magnitude_loss`).  ``init``: a checkpoint (bundled name, file
+    (:func:`losses.log_magnitude_loss`).  ``relative_floor`` > 0 weights each example's feature
+    loss by ``1 / (relative_floor + its input's loss)`` (:func:`losses.relative_spectral_loss`).
+    ``init``: a checkpoint (bundled name, file
     or run folder) whose weights start a new run (fine-tuning; the schedule starts at step 0); its
     STFT and network must equal this run's.  With the same compression its normaliser is kept (the
     frontend may differ); with another compression the normaliser is refitted on this run's stream
@@ -93,6 +95,7 @@ class TrainConfig:
     loss: str = "l1"
     mrstft_weight: float = 0.0
     log_mag_weight: float = 0.0
+    relative_floor: float = 0.0
     si_sdr_weight: float = 0.0
     gan: GanConfig = GanConfig()
     precision: str = "auto"
@@ -115,6 +118,7 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
             (self.best_metric in ("si_sdr", "lsd"), "train.best_metric must be si_sdr or lsd"),
             (self.loss in ("l1", "mse"), "train.loss must be l1 or mse"),
+            (self.relative_floor >= 0 and self.log_mag_weight >= 0, "train.relative_floor, train.log_mag_weight must be >= 0"),
             (min(self.steps, self.batch_size, self.checkpoint_every, self.valid_every, self.log_every) > 0,
              "train.steps/batch_size/checkpoint_every/valid_every/log_every must be > 0"),
             (self.valid_count >= 0 and self.norm_batches > 0, "train.valid_count >= 0, train.norm_batches > 0"),
@@ -334,7 +338,10 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
         with autocast(device, dtype):
             out = net(x)
         pred = model.output_features(out, reverb)  # float32, comparable with y
-        parts = {"spec": losses.spectral_loss(pred, y, tc.loss)}
+        if tc.relative_floor:
+            parts = {"spec": losses.relative_spectral_loss(pred, y, x, tc.loss, tc.relative_floor)}
+        else:
+            parts = {"spec": losses.spectral_loss(pred, y, tc.loss)}
         if tc.log_mag_weight:
             n_freq = cfg.stft.n_freq
             est_mag = model.decode(out, reverb)[:, :n_freq].abs()
