@@ -342,12 +342,13 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
             parts = {"spec": losses.relative_spectral_loss(pred, y, x, tc.loss, tc.relative_floor)}
         else:
             parts = {"spec": losses.spectral_loss(pred, y, tc.loss)}
+        decoded = model.decode(out, reverb) if tc.log_mag_weight or tc.mrstft_weight or tc.si_sdr_weight else None
         if tc.log_mag_weight:
             n_freq = cfg.stft.n_freq
-            est_mag = model.decode(out, reverb)[:, :n_freq].abs()
-            parts["log_mag"] = tc.log_mag_weight * losses.log_magnitude_loss(est_mag, clean[:, :n_freq].abs())
+            parts["log_mag"] = tc.log_mag_weight * losses.log_magnitude_loss(decoded[:, :n_freq].abs(),
+                                                                             clean[:, :n_freq].abs())
         if tc.mrstft_weight or tc.si_sdr_weight:
-            est = model.stft.inverse(model.decode(out, reverb), length=clean_wave.shape[-1])
+            est = model.stft.inverse(decoded, length=clean_wave.shape[-1])
             if tc.mrstft_weight:
                 parts["mrstft"] = tc.mrstft_weight * mrstft(est, clean_wave)
             if tc.si_sdr_weight:
