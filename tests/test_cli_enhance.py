@@ -94,6 +94,9 @@ def test_options_mono_model_rate_strength_and_onnx(tree, tmp_path, model_file):
     assert enhance(tree / "a.wav", "-o", tmp_path / "wpe.wav", "--wpe", model=model_file) == 0
     plain, cascade = sf.read(tmp_path / "one.wav")[0], sf.read(tmp_path / "wpe.wav")[0]
     assert plain.shape == cascade.shape and not np.array_equal(plain, cascade)
+    assert enhance(tree / "a.wav", "-o", tmp_path / "s1.wav", "--shifts", "1", model=model_file) == 0
+    single = sf.read(tmp_path / "s1.wav")[0]
+    assert single.shape == plain.shape and not np.array_equal(single, plain)  # the default averages 4
 
 
 def test_interrupted_folder_run_leaves_no_partial_file_and_rerun_finishes(tree, tmp_path, model_file, monkeypatch):
@@ -147,13 +150,14 @@ def _bad_cases(tmp_path: Path, tree: Path, model_file: Path) -> dict[str, list]:
         "corrupt model": [tree, "-o", out, "--model", corrupt],
         "phase the model lacks": [tree, "-o", out, "--phase", "model"],
         "strength out of range": [tree, "-o", out, "--strength", "1.5"],
+        "no network pass": [tree, "-o", out, "--shifts", "0"],
     }
 
 
 @pytest.mark.parametrize("case", ["nonexistent", "folder without audio", "output is a file", "text named .wav",
                                   "zero length", "nan", "one bad file in a folder", "unwritable output folder",
                                   "output onto the input", "two inputs, one output", "missing model", "corrupt model",
-                                  "phase the model lacks", "strength out of range"])
+                                  "phase the model lacks", "strength out of range", "no network pass"])
 def test_bad_input_is_one_line_exit_2_nothing_written(case, tree, tmp_path, model_file, capsys):
     args = _bad_cases(tmp_path, tree, model_file)[case]
     before = hashes(tmp_path)

@@ -13,7 +13,7 @@ import torch
 
 from dereverb import audio, checkpoint
 from dereverb.chunking import ChunkConfig, OverlapAdd
-from dereverb.enhance import PEAK, PRETRAINED_DIR, Dereverberator
+from dereverb.enhance import PEAK, PRETRAINED_DIR, Dereverberator, mirror_frames
 from dereverb.errors import DereverbError
 from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
@@ -222,6 +222,38 @@ def test_missing_bundled_model_is_a_clear_error():
         Dereverberator.from_pretrained()
 
 
+def test_shifts_average_passes_over_the_grid_on_mirrored_input(reverberant):
+    """``shifts=K``: the mean of K network passes, the features mirrored by offsets spread evenly
+    over the grid (tiny model: 16 frames; 4 passes at 0, 4, 8, 12), computed here by hand with
+    numpy's reflection; each pass alone differs from the others (the grid matters)."""
+    x = torch.from_numpy(reverberant[:20000])[None]  # 157 frames: 3 to mirror on the right at offset 0
+    model = tiny_model("mask")
+    whole = ChunkConfig(chunk_frames=0)
+    with torch.no_grad():
+        spec = model.stft(x)
+        feats = model.encode(spec).numpy()
+        passes = []
+        for s in (0, 4, 8, 12):
+            f = np.pad(feats, [(0, 0)] * 3 + [(s, -(feats.shape[-1] + s) % 16)], mode="reflect")
+            out = model.net(torch.from_numpy(f))[..., s : s + feats.shape[-1]]
+            passes.append(model.stft.inverse(model.decode(out, spec), length=x.shape[-1])[0].numpy())
+    got = Dereverberator(model, "cpu", chunk=whole, shifts=4)(x[0].numpy(), 16000)
+    assert rel_rms(got, np.mean(passes, axis=0)) < 1e-5
+    assert min(rel_rms(passes[0], p) for p in passes[1:]) > 1e-4  # float noise: 1e-7
+    one = Dereverberator(model, "cpu", chunk=whole, shifts=1)(x[0].numpy(), 16000)
+    assert rel_rms(one, passes[0]) < 1e-5
+    for bad in (0, 17):
+        with pytest.raises(DereverbError, match="shifts"):
+            Dereverberator(model, "cpu", shifts=bad)
+
+
+@pytest.mark.parametrize("n, left, right", [(5, 2, 3), (3, 0, 9), (1, 4, 4), (7, 0, 0)])
+def test_mirror_frames_is_reflection_even_past_the_length(n, left, right):
+    x = torch.arange(2 * n, dtype=torch.float32).reshape(1, 2, n)
+    expected = np.pad(x.numpy(), [(0, 0), (0, 0), (left, right)], mode="reflect")
+    np.testing.assert_array_equal(mirror_frames(x, left, right).numpy(), expected)
+
+
 def test_chunk_geometry_is_checked():
     with pytest.raises(DereverbError, match="too short"):
         Dereverberator(tiny_model(), "cpu", chunk=ChunkConfig(chunk_frames=40, margin_frames=8, fade_frames=8))(
@@ -258,7 +290,7 @@ def test_a_wpe_frontend_model_runs_wpe_before_its_network(reverberant, tmp_path)
     from dereverb.baselines import WpeConfig
     from dereverb.wpe import wpe
 
-    x = torch.from_numpy(reverberant[:32000])[None]
+    x = torch.from_numpy(reverberant[:32640])[None]  # 256 frames: the grid, so no padding
     plain = tiny_model("mask")
     model = tiny_model("mask", frontend="wpe", wpe_taps=10, wpe_iterations=2)
     with torch.no_grad():
@@ -268,9 +300,9 @@ def test_a_wpe_frontend_model_runs_wpe_before_its_network(reverberant, tmp_path)
         torch.testing.assert_close(model.enhance_wave(x), expected)
         assert rel_rms(plain.enhance_wave(x).numpy(), expected.numpy()) > 1e-2  # WPE mattered
     whole = ChunkConfig(chunk_frames=0)
-    out = Dereverberator(model, "cpu", chunk=whole)(x[0].numpy(), 16000)
+    out = Dereverberator(model, "cpu", chunk=whole, shifts=1)(x[0].numpy(), 16000)
     assert rel_rms(out, expected[0].numpy()) < 1e-4
-    onnx = Dereverberator(model, chunk=whole, onnx_net=export.OnnxNet(export.to_onnx_bytes(model)))
+    onnx = Dereverberator(model, chunk=whole, onnx_net=export.OnnxNet(export.to_onnx_bytes(model)), shifts=1)
     assert rel_rms(onnx(x[0].numpy(), 16000), out) < 1e-4
     checkpoint.save(tmp_path / "m.safetensors", model)
     assert checkpoint.load(tmp_path / "m.safetensors").feature_config == model.feature_config

@@ -88,7 +88,7 @@ def run(out_dir: str | Path, enhancer: Callable | None = None, log: Callable[[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     d = enhancer or Dereverberator.from_pretrained()
-    cascade = (Dereverberator(d.model, d.device, chunk=d.chunk, wpe=baselines.WpeConfig())
+    cascade = (Dereverberator(d.model, d.device, chunk=d.chunk, wpe=baselines.WpeConfig(), shifts=d.shifts)
                if d.backend == "torch" and d.model.feature_config.frontend == "none" else None)  # enhance --wpe
     results: dict[str, dict[str, dict[str, float]]] = {}
 

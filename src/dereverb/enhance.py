@@ -41,6 +41,8 @@ PEAK = 10 ** (-0.1 / 20)  # an output that would clip is scaled to this peak (-0
 # Dereverberation removes energy: no bin's enhanced magnitude may exceed the input's by more than
 # 20 dB, so digital silence stays silent and a model's glitch cannot make a noise burst.
 MAX_GAIN = 10.0
+# Network passes per segment at offsets over the U-Net's grid (``Dereverberator(shifts=...)``).
+DEFAULT_SHIFTS = 4
 
 
 def resolve_model(spec: str | Path | None) -> Path:
@@ -124,16 +126,24 @@ class Dereverberator:
     config, on the model's own STFT) on each segment before the network, a WPE + network cascade:
     WPE removes the late tail by linear prediction, so the network sees the higher-DRR input it
     handles best (see the bundled model's card).  It is the model with ``features.frontend: wpe``.
+    ``shifts``: network passes per segment, with the input moved by frame offsets spread evenly
+    over the U-Net's grid of ``2 ** depth`` frames, their outputs averaged.  A strided U-Net's
+    output depends on where its grid falls on the signal; the mean over offsets is better than any
+    one of them (most near the microphone: the bundled model's card), at ``shifts`` times the
+    network's cost.
     """
 
     def __init__(self, model, device: str | torch.device = "auto", phase: str | None = None,
                  strength: float = 1.0, chunk: ChunkConfig = ChunkConfig(), onnx_net=None,
-                 wpe: WpeConfig | None = None):
+                 wpe: WpeConfig | None = None, shifts: int = DEFAULT_SHIFTS):
         modes = tuple(model.phase_modes)
         if phase is not None and phase not in modes:
             raise DereverbError(f"--phase {phase}: this model supports {' or '.join(modes)}")
         if not 0.0 <= float(strength) <= 1.0:
             raise DereverbError(f"--strength {strength}: must be between 0 and 1")
+        grid = model.model_config.multiple
+        if not 1 <= int(shifts) <= grid:
+            raise DereverbError(f"--shifts {shifts}: must be between 1 and {grid} (this model's frame grid)")
         if onnx_net is not None and str(device) not in ("auto", "cpu"):
             raise DereverbError(f"--device {device}: the onnx backend runs on the CPU; use --device cpu or auto")
         if wpe is not None:
@@ -147,11 +157,13 @@ class Dereverberator:
         self.net = onnx_net if onnx_net is not None else inference_net(model.net, self.device)
         self.phase, self.strength, self.chunk = phase or modes[0], float(strength), chunk
         self.backend = "torch" if onnx_net is None else "onnx"
+        self.shifts = int(shifts)
+        self.offsets = [i * grid // self.shifts for i in range(self.shifts)]  # frames
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "auto", phase: str | None = None,
-                        strength: float = 1.0, backend: str = "torch",
-                        chunk: ChunkConfig = ChunkConfig(), wpe: WpeConfig | None = None) -> "Dereverberator":
+                        strength: float = 1.0, backend: str = "torch", chunk: ChunkConfig = ChunkConfig(),
+                        wpe: WpeConfig | None = None, shifts: int = DEFAULT_SHIFTS) -> "Dereverberator":
         """Load a bundled model name, a ``.safetensors`` checkpoint, a run folder or an ``.onnx`` file.
 
         ``backend="onnx"`` runs the network with onnxruntime (a checkpoint is exported in memory;
@@ -164,10 +176,10 @@ class Dereverberator:
         file = resolve_model(path)
         if file.suffix == ".onnx":
             model, net = export.load_onnx(file)
-            return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe)
+            return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe, shifts=shifts)
         model = checkpoint.load(file, device="cpu")
         net = export.OnnxNet(export.to_onnx_bytes(model)) if backend == "onnx" else None
-        return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe)
+        return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe, shifts=shifts)
 
     @property
     def sample_rate(self) -> int:
@@ -177,12 +189,20 @@ class Dereverberator:
     # --- the network on one segment --------------------------------------------------------------
 
     def _spectrum(self, spec: Tensor) -> Tensor:
-        """Complex ``(B, F_full, T)`` -> enhanced complex ``(B, F_full, T)``, at most ``MAX_GAIN`` x ``|spec|``."""
+        """Complex ``(B, F_full, T)`` -> enhanced complex ``(B, F_full, T)``, at most ``MAX_GAIN`` x ``|spec|``.
+
+        Each pass mirrors the features ``s`` frames to the left (and up to the grid on the right):
+        mirrored speech is input like the training crops, where zeros (the mean feature) are not.
+        """
         feats = self.model.encode(spec)  # (B, C, n_freq, T)
         n_f, n_t = feats.shape[-2:]
         m = self.model.model_config.multiple
-        feats = torch.nn.functional.pad(feats, (0, -n_t % m, 0, -n_f % m))  # as UNet.forward pads
-        est = self.model.decode(self.net(feats)[..., :n_f, :n_t], spec)
+        feats = torch.nn.functional.pad(feats, (0, 0, 0, -n_f % m))  # as UNet.forward pads
+        est = torch.zeros_like(spec)
+        for s in self.offsets:
+            out = self.net(mirror_frames(feats, s, -(n_t + s) % m))
+            est += self.model.decode(out[..., :n_f, s : s + n_t], spec)
+        est /= len(self.offsets)
         ceiling = MAX_GAIN * spec.abs()
         return est * (ceiling / est.abs().clamp_min(1e-20)).clamp(max=1.0)
 
@@ -338,6 +358,14 @@ class Dereverberator:
         for src, dst in tqdm(todo, unit="file", desc="enhance", disable=None if progress else True):
             seconds += self.enhance_file(src, dst, output_rate, mono, overwrite=overwrite)
         return Summary(len(todo), len(jobs) - len(todo), seconds, time.perf_counter() - start)
+
+
+def mirror_frames(x: Tensor, left: int, right: int) -> Tensor:
+    """Pad the last (frame) axis of ``x`` by reflection, repeatedly where ``x`` is shorter than a pad."""
+    if not left and not right:
+        return x
+    idx = np.pad(np.arange(x.shape[-1]), (left, right), mode="reflect")
+    return x[..., torch.from_numpy(idx).to(x.device)]
 
 
 def active_span(x: np.ndarray, min_length: int) -> tuple[int, int]:

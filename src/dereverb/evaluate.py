@@ -49,7 +49,8 @@ MIN_SECONDS = 0.05  # shorter files are noted and skipped: STOI needs a few 25.6
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
     """What to evaluate and how.  ``metrics`` empty: every metric that applies (intrusive ones
-    only with a clean reference).  ``examples``: files shown with spectrograms and players."""
+    only with a clean reference).  ``examples``: files shown with spectrograms and players.
+    ``shifts``: the model's network passes per segment (``None``: the Dereverberator's default)."""
 
     baselines: tuple[str, ...] = BASELINES
     metrics: tuple[str, ...] = ()
@@ -59,6 +60,7 @@ class EvalConfig:
     examples: int = 3
     seed: int = 0
     wpe: WpeConfig = WpeConfig()
+    shifts: int | None = None
 
     def __post_init__(self) -> None:
         for b in self.baselines:
@@ -267,12 +269,13 @@ def _safe(label: str) -> str:
 # --- the whole run -------------------------------------------------------------------------------
 
 
-def run_model(model: str, items: list[Item], reverb_dir: Path, out_dir: Path) -> tuple[str, Path]:
+def run_model(model: str, items: list[Item], reverb_dir: Path, out_dir: Path,
+              shifts: int | None = None) -> tuple[str, Path]:
     """Enhance every reverberant file with ``model`` into ``OUT/enhanced/<label>/``."""
-    from .enhance import Dereverberator  # lazy: torch and the model only when asked for
+    from .enhance import DEFAULT_SHIFTS, Dereverberator  # lazy: torch and the model only when asked for
 
     label = "model" if model in ("", "default") else f"model:{Path(model).stem}"
-    enhancer = Dereverberator.from_pretrained(model, device="auto")
+    enhancer = Dereverberator.from_pretrained(model, device="auto", shifts=DEFAULT_SHIFTS if shifts is None else shifts)
     folder = out_dir / "enhanced" / _safe(label)
     from tqdm import tqdm
 
@@ -299,7 +302,7 @@ def evaluate(reverb_dir: str | Path, out_dir: str | Path, clean_dir: str | Path 
     out_dir.mkdir(parents=True, exist_ok=True)
     items, notes = pair_files(reverb_dir, clean, dirs, exclude=[out_dir / d for d in OUTPUT_AUDIO])
     if model is not None:
-        label, folder = run_model(model, items, reverb_dir, out_dir)
+        label, folder = run_model(model, items, reverb_dir, out_dir, cfg.shifts)
         items = [dataclasses.replace(it, outputs={**it.outputs, label: folder / Path(
             it.reverb.relative_to(reverb_dir)).with_suffix(".wav")}) for it in items]
         dirs[label] = folder

@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wpe-delay", type=int, default=3)
     p.add_argument("--wpe-iterations", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="picks the example files")
+    p.add_argument("--shifts", type=int, default=None, metavar="N",
+                   help="network passes per segment for --model (default: enhance's default)")
     p.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="output folder")
 
 
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = EvalConfig(baselines=_split(args.baselines), metrics=_split(args.metrics), sample_rate=args.rate,
                      workers=args.workers, examples=args.examples, seed=args.seed,
-                     wpe=WpeConfig(taps=args.wpe_taps, delay=args.wpe_delay, iterations=args.wpe_iterations))
+                     wpe=WpeConfig(taps=args.wpe_taps, delay=args.wpe_delay, iterations=args.wpe_iterations),
+                     shifts=args.shifts)
     result = evaluate(args.reverb, args.out, clean_dir=args.clean, systems=_systems(args.system),
                       model=args.model, cfg=cfg)
     print((result.out_dir / "summary.md").read_text(), end="")
