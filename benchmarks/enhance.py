@@ -2,7 +2,8 @@
 
 Prints, as medians over repeats:
 - the real-time factor (processing seconds per second of audio; 0.05 = 20x faster than real time)
-  of the default model with torch and with onnxruntime on 10 s and 10 min of reverberant speech,
+  of the default model with torch and with onnxruntime on 10 s and 10 min of reverberant speech
+  (the default ``--shifts``, and torch with one network pass),
   and of nara_wpe (1 channel, taps 10, delay 3, 3 iterations, the same 512/128 STFT) on the same audio;
 - ``enhance_file`` on 10 min and 1 h 16 kHz files, each in a fresh subprocess: wall time, RTF and
   peak resident memory (``ru_maxrss``), and the 1 h / 10 min cost ratio per second of audio.
@@ -41,7 +42,7 @@ import torch
 from dereverb import audio, checkpoint, export
 from dereverb.chunking import ChunkConfig
 from dereverb.config import FeatureConfig, StftConfig
-from dereverb.enhance import PRETRAINED_DIR, Dereverberator
+from dereverb.enhance import DEFAULT_SHIFTS, PRETRAINED_DIR, Dereverberator
 from dereverb.model import DereverbModel, model_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,12 +153,12 @@ def main() -> None:
         signals = {"10 s": reverberant_speech(10), f"{long_s // 60} min": reverberant_speech(long_s)}
         model = checkpoint.load(model_path)
         onnx_net = export.OnnxNet(export.to_onnx_bytes(model), threads=args.threads)
-        for backend in ("torch", "onnx"):
-            d = Dereverberator(model, "cpu", onnx_net=onnx_net if backend == "onnx" else None)
+        for backend, shifts in (("torch", DEFAULT_SHIFTS), ("torch", 1), ("onnx", DEFAULT_SHIFTS)):
+            d = Dereverberator(model, "cpu", onnx_net=onnx_net if backend == "onnx" else None, shifts=shifts)
             for label, x in signals.items():
                 secs = len(x) / RATE
                 wall, cpu = timed(lambda: d(x, RATE), 5 if secs < 60 else 2, warm_up=secs < 60)
-                rows.append((f"dereverb ({backend})", label, wall / secs, cpu / secs))
+                rows.append((f"dereverb ({backend}, --shifts {shifts})", label, wall / secs, cpu / secs))
         for label, x in signals.items():
             secs = len(x) / RATE
             wall, cpu = timed(lambda: run_wpe(x), 3 if secs < 60 else 1, warm_up=secs < 60)

@@ -42,7 +42,7 @@ PEAK = 10 ** (-0.1 / 20)  # an output that would clip is scaled to this peak (-0
 # 20 dB, so digital silence stays silent and a model's glitch cannot make a noise burst.
 MAX_GAIN = 10.0
 # Network passes per segment at offsets over the U-Net's grid (``Dereverberator(shifts=...)``).
-DEFAULT_SHIFTS = 4
+DEFAULT_SHIFTS = 2
 
 
 def resolve_model(spec: str | Path | None) -> Path:

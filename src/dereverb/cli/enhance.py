@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "better on average and on close-microphone input; about 10x slower")
     p.add_argument("--shifts", type=int, default=None, metavar="N",
                    help="network passes at frame offsets, averaged: more is slightly better and "
-                        "N times the network's cost (default 4; 1 is the fastest)")
+                        "N times the network's cost (default 2; 1 is the fastest)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the network with torch or onnxruntime")
 
