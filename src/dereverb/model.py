@@ -290,7 +290,10 @@ class DereverbModel(nn.Module):
         return self.forward(spec).abs()
 
     def enhance_wave(self, wave: Tensor) -> Tensor:
-        """Waveform ``(B, S)`` at ``stft.sample_rate`` -> enhanced ``(B, S)`` (model/reverberant phase)."""
+        """Waveform ``(B, S)`` at ``stft.sample_rate`` -> enhanced ``(B, S)`` (model/reverberant phase).
+
+        One network pass, as in training and validation; :class:`dereverb.enhance.Dereverberator`
+        averages passes over the network's grid (``shifts``) and streams long signals."""
         return self.stft.inverse(self.forward(self.stft(wave)), length=wave.shape[-1])
 
     def set_channels_last(self, enabled: bool = True) -> "DereverbModel":
