@@ -9,7 +9,7 @@ live when its correlation with the source is at least half the best one's.  Prin
 microphones per system and, for each model after the first, its paired difference from the first
 per microphone.
 
-    python benchmarks/real_room.py [--models default other.safetensors ...] [--wpe]
+    python benchmarks/real_room.py [--models default other.safetensors ...] [--wpe] [--shifts 1 2 ...]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch  # noqa: E402
 
 from dereverb import audio, baselines, demo  # noqa: E402
 from dereverb.baselines import WpeConfig  # noqa: E402
-from dereverb.enhance import Dereverberator  # noqa: E402
+from dereverb.enhance import DEFAULT_SHIFTS, Dereverberator  # noqa: E402
 
 RATE = demo.RATE
 
@@ -44,6 +44,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["default"], help="bundled names, checkpoints or run folders")
     p.add_argument("--wpe", action="store_true", help="also each model behind WPE (enhance --wpe)")
+    p.add_argument("--shifts", nargs="+", type=int, default=[DEFAULT_SHIFTS],
+                   help="network passes (enhance --shifts); several values: one row per model and value")
     args = p.parse_args()
     torch.set_num_threads(2)
     path, dry = demo.room_case()
@@ -55,8 +57,9 @@ def main() -> None:
         name = Path(spec).stem if spec.endswith(".safetensors") else Path(spec).name
         kinds = [(name, None)] + ([(f"wpe+{name}", WpeConfig())] if args.wpe else [])
         for label, wpe in kinds:
-            d = Dereverberator.from_pretrained(spec, device="cpu", wpe=wpe)
-            systems[label] = lambda x, d=d: d(x, RATE)
+            for k in args.shifts:
+                d = Dereverberator.from_pretrained(spec, device="cpu", wpe=wpe, shifts=k)
+                systems[label + (f" x{k}" if len(args.shifts) > 1 else "")] = lambda x, d=d: d(x, RATE)
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
     for c in live:
         ref = demo.align(dry, mics[c], max_lag=RATE // 2)
