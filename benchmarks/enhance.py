@@ -187,9 +187,13 @@ def main() -> None:
         cpu_ratio = (g["cpu"] / g["seconds"]) / (s["cpu"] / s["seconds"])
         print(f"\ncost per second of audio, {long} / {short}: wall {ratio:.3f}, CPU {cpu_ratio:.3f} (linear: 0.9-1.1)")
         ours = [r for system, _, r, _ in rows if system.startswith("dereverb")]
-        wpe = [r for system, _, r, _ in rows if system.startswith("WPE")]
+        # on the same audio: each input's slowest dereverb row against WPE on that input
+        worst = {lab: max(r for sy, lb, r, _ in rows if lb == lab and sy.startswith("dereverb")) for lab in signals}
+        wpe = {lab: r for sy, lab, r, _ in rows if sy.startswith("WPE")}
+        margin = min(wpe[lab] / worst[lab] for lab in signals)
         print(f"targets: RTF <= 0.05 [{'ok' if max(ours) <= 0.05 else 'MISSED'}] (worst {max(ours):.4f}); "
-              f"faster than WPE [{'ok' if max(ours) < min(wpe) else 'MISSED'}] (WPE best {min(wpe):.4f}); "
+              f"faster than WPE on the same input [{'ok' if margin > 1 else 'MISSED'}] (WPE / slowest dereverb, "
+              f"lowest over inputs: {margin:.2f}x); "
               f"1 h peak memory < 1536 MB [{'ok' if g['hwm_mb'] < 1536 else 'MISSED'}] ({g['hwm_mb']:.0f} MB)")
 
 if __name__ == "__main__":
