@@ -197,7 +197,8 @@ class Dereverberator:
         feats = self.model.encode(spec)  # (B, C, n_freq, T)
         n_f, n_t = feats.shape[-2:]
         m = self.model.model_config.multiple
-        feats = torch.nn.functional.pad(feats, (0, 0, 0, -n_f % m))  # bins: zeros, as UNet.forward; frames: mirrored per pass
+        # bins: zero-padded to the grid, as UNet.forward pads; frames: mirrored, per pass below
+        feats = torch.nn.functional.pad(feats, (0, 0, 0, -n_f % m))
         est = torch.zeros_like(spec)
         for s in self.offsets:
             out = self.net(mirror_frames(feats, s, -(n_t + s) % m))
