@@ -164,6 +164,13 @@ def test_init_fine_tunes_a_checkpoint_with_a_wpe_frontend(tiny_data, tmp_path, m
     other = load_config(None, _overrides(tiny_data, steps=1, init=tmp_path / "src") + ["model.base_channels=4"])
     with pytest.raises(DereverbError, match="differ from this run"):
         train(other, tmp_path / "other")
+    # the anti-aliasing blur has no weights: a plain network starts an antialiased run
+    blurred = load_config(None, _overrides(tiny_data, steps=1, samples=0, lr=0.0, init=tmp_path / "src")
+                          + ["model.antialias=time"])
+    tuned, _ = train(blurred, tmp_path / "blurred")
+    for (name, a), b in zip(src.net.named_parameters(), tuned.net.parameters()):
+        torch.testing.assert_close(a, b, msg=name)
+    assert checkpoint.load(tmp_path / "blurred").model_config.antialias == "time"
 
 
 def test_init_across_compressions_keeps_the_network_and_refits_the_normaliser(tiny_data, tmp_path, monkeypatch):

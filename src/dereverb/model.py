@@ -28,6 +28,7 @@ from .config import FeatureConfig, StftConfig, from_dict, require
 from .errors import DereverbError
 
 OUTPUTS = ("mapping", "mask", "complex")
+ANTIALIAS = ("none", "time", "both")
 NORMS = ("batch", "instance", "none")
 ACTIVATIONS = ("auto", "none", "tanh", "sigmoid")
 
@@ -40,7 +41,11 @@ class ModelConfig:
     max_channels)`` channels; the decoder mirrors it with concatenated skips.  ``dropout`` applies
     to the first ``dropout_levels`` decoder levels (pix2pix uses 0.5 in three).
     ``output_activation``: ``"auto"`` is none for mapping/complex and sigmoid for the mask, which
-    is always bounded to ``[0, mask_max]``.
+    is always bounded to ``[0, mask_max]``.  ``antialias``: ``"time"`` (or ``"both"``: time and
+    frequency) low-passes with a ``[1, 2, 1] / 4`` blur the input of every strided convolution and
+    the output of every transposed one (:func:`blur`), so the output depends less on where the
+    ``2 ** depth`` grid falls on the signal (after Zhang, "Making Convolutional Networks
+    Shift-Invariant Again", ICML 2019); it adds no parameters, so weights of a ``"none"`` model load.
     """
 
     output: str = "mapping"
@@ -53,6 +58,7 @@ class ModelConfig:
     dropout_levels: int = 3
     output_activation: str = "auto"
     mask_max: float = 1.0
+    antialias: str = "none"
 
     def __post_init__(self) -> None:
         checks = [
@@ -65,6 +71,7 @@ class ModelConfig:
              "model.base_channels must be >= 1 and <= model.max_channels"),
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
             (self.mask_max > 0, "model.mask_max must be > 0"),
+            (self.antialias in ANTIALIAS, f"model.antialias must be one of {list(ANTIALIAS)}"),
         ]
         require(checks)
 
@@ -111,6 +118,21 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
+def blur(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """``[1, 2, 1] / 4`` along each of ``dims`` (negative axes of ``x``), edges replicated; same shape.
+
+    The kernel sums to one, so constants pass unchanged; it removes the top half of the band (zero
+    gain at the Nyquist frequency), which a stride of 2 would otherwise fold back.
+    """
+    for d in dims:
+        pad = [0, 0, 0, 0]
+        pad[2 * (-1 - d)] = pad[2 * (-1 - d) + 1] = 1  # F.pad lists the last axis first
+        xp = F.pad(x, pad, mode="replicate")
+        n = x.shape[d]
+        x = 0.25 * xp.narrow(d, 0, n) + 0.5 * xp.narrow(d, 1, n) + 0.25 * xp.narrow(d, 2, n)
+    return x
+
+
 class UNet(nn.Module):
     """Encoder-decoder with skip connections on ``(B, C_in, F, T)`` -> ``(B, C_out, F, T)``.
 
@@ -144,6 +166,10 @@ class UNet(nn.Module):
                 _norm(cfg.norm, chans[j - 1]), nn.Dropout(drop), nn.ReLU()))
         c_last = chans[0] if cfg.depth == 1 else 2 * chans[0]
         self.head = nn.ConvTranspose2d(c_last, cfg.out_channels, k, stride=2, padding=p, output_padding=1)
+        self.blur_dims = {"none": (), "time": (-1,), "both": (-1, -2)}[cfg.antialias]
+
+    def _blur(self, x: Tensor) -> Tensor:
+        return blur(x, self.blur_dims) if self.blur_dims else x
 
     def forward(self, x: Tensor) -> Tensor:
         n_f, n_t = x.shape[-2:]
@@ -153,13 +179,13 @@ class UNet(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         skips = []
         for layer in self.down:
-            x = layer(x)
+            x = layer(self._blur(x))  # the blur before each stride-2 convolution (antialias)
             skips.append(x)
         skips.pop()  # the innermost output is x itself
         for layer in self.up:
-            x = layer(x)
+            x = self._blur(layer(x))  # and after each transposed one
             x = torch.cat([x, skips.pop()], dim=1)  # (B, 2C, F_l, T_l)
-        x = self.head(x)
+        x = self._blur(self.head(x))
         return x[..., :n_f, :n_t]
 
 
