@@ -43,7 +43,7 @@ class ModelConfig:
     ``output_activation``: ``"auto"`` is none for mapping/complex and sigmoid for the mask, which
     is always bounded to ``[0, mask_max]``.  ``antialias``: ``"time"`` (or ``"both"``: time and
     frequency) low-passes with a ``[1, 2, 1] / 4`` blur the input of every strided convolution and
-    the output of every transposed one (:func:`blur`), so the output depends less on where the
+    the output of every transposed one (:class:`Blur`), so the output depends less on where the
     ``2 ** depth`` grid falls on the signal (after Zhang, "Making Convolutional Networks
     Shift-Invariant Again", ICML 2019); it adds no parameters, so weights of a ``"none"`` model load.
     """
@@ -118,19 +118,29 @@ def _norm(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
-def blur(x: Tensor, dims: tuple[int, ...]) -> Tensor:
-    """``[1, 2, 1] / 4`` along each of ``dims`` (negative axes of ``x``), edges replicated; same shape.
+class Blur(nn.Module):
+    """``[1, 2, 1] / 4`` along each of ``dims`` (-1: T, -2: F) of ``(B, channels, F, T)``, edges
+    replicated; same shape.
 
     The kernel sums to one, so constants pass unchanged; it removes the top half of the band (zero
-    gain at the Nyquist frequency), which a stride of 2 would otherwise fold back.
+    gain at the Nyquist frequency), which a stride of 2 would otherwise fold back.  A depthwise
+    convolution (five times faster on the CPU than a sum of shifted slices), its kernels buffers
+    outside the state dict.
     """
-    for d in dims:
-        pad = [0, 0, 0, 0]
-        pad[2 * (-1 - d)] = pad[2 * (-1 - d) + 1] = 1  # F.pad lists the last axis first
-        xp = F.pad(x, pad, mode="replicate")
-        n = x.shape[d]
-        x = 0.25 * xp.narrow(d, 0, n) + 0.5 * xp.narrow(d, 1, n) + 0.25 * xp.narrow(d, 2, n)
-    return x
+
+    def __init__(self, channels: int, dims: tuple[int, ...]):
+        super().__init__()
+        self.dims = tuple(dims)
+        taps = torch.tensor([0.25, 0.5, 0.25])
+        for d in self.dims:
+            shape = (1, 3) if d == -1 else (3, 1)
+            self.register_buffer(f"kernel{-d}", taps.view(1, 1, *shape).repeat(channels, 1, 1, 1), persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for d in self.dims:
+            pad = (1, 1, 0, 0) if d == -1 else (0, 0, 1, 1)
+            x = F.conv2d(F.pad(x, pad, mode="replicate"), getattr(self, f"kernel{-d}"), groups=x.shape[1])
+        return x
 
 
 class UNet(nn.Module):
@@ -166,10 +176,12 @@ class UNet(nn.Module):
                 _norm(cfg.norm, chans[j - 1]), nn.Dropout(drop), nn.ReLU()))
         c_last = chans[0] if cfg.depth == 1 else 2 * chans[0]
         self.head = nn.ConvTranspose2d(c_last, cfg.out_channels, k, stride=2, padding=p, output_padding=1)
-        self.blur_dims = {"none": (), "time": (-1,), "both": (-1, -2)}[cfg.antialias]
-
-    def _blur(self, x: Tensor) -> Tensor:
-        return blur(x, self.blur_dims) if self.blur_dims else x
+        dims = {"none": (), "time": (-1,), "both": (-1, -2)}[cfg.antialias]
+        smooth = (lambda c: Blur(c, dims)) if dims else (lambda c: nn.Identity())
+        # antialias: on the input of each strided convolution, the output of each transposed one
+        self.blur_down = nn.ModuleList(smooth(c) for c in [cfg.in_channels, *chans[:-1]])
+        self.blur_up = nn.ModuleList(smooth(chans[j - 1]) for j in reversed(range(1, cfg.depth)))
+        self.blur_head = smooth(cfg.out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         n_f, n_t = x.shape[-2:]
@@ -178,14 +190,14 @@ class UNet(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         skips = []
-        for layer in self.down:
-            x = layer(self._blur(x))  # the blur before each stride-2 convolution (antialias)
+        for blur, layer in zip(self.blur_down, self.down):
+            x = layer(blur(x))
             skips.append(x)
         skips.pop()  # the innermost output is x itself
-        for layer in self.up:
-            x = self._blur(layer(x))  # and after each transposed one
+        for layer, blur in zip(self.up, self.blur_up):
+            x = blur(layer(x))
             x = torch.cat([x, skips.pop()], dim=1)  # (B, 2C, F_l, T_l)
-        x = self._blur(self.head(x))
+        x = self.blur_head(self.head(x))
         return x[..., :n_f, :n_t]
 
 
