@@ -116,6 +116,26 @@ def test_run_folder_and_resume_equals_uninterrupted(tiny_data, tmp_path, monkeyp
         assert torch.equal(reloaded.enhance_wave(wave), resumed.enhance_wave(wave))
 
 
+def test_resume_check_reads_old_configs_with_todays_defaults(tmp_path):
+    """A run folder saved before a model field existed (here ``antialias``) still resumes at that
+    field's default; a real difference is still refused."""
+    import yaml
+
+    from dereverb.config import to_dict
+    from dereverb.runlog import check_run_dir
+
+    cfg = load_config(None, ["model.preset=tiny"])
+    saved = to_dict(cfg)
+    del saved["model"]["antialias"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    (tmp_path / "state.pt").write_bytes(b"")
+    check_run_dir(tmp_path, cfg)
+    with pytest.raises(DereverbError, match="different model configuration"):
+        check_run_dir(tmp_path, load_config(None, ["model.preset=tiny", "model.antialias=time"]))
+    with pytest.raises(DereverbError, match="different model configuration"):
+        check_run_dir(tmp_path, load_config(None, ["model.preset=tiny", "model.depth=3"]))
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_data, tmp_path, monkeypatch):
     cfg = load_config(None, _overrides(tiny_data, valid_count=0))
     calls = {"n": 0}

@@ -19,7 +19,7 @@ import yaml
 
 from . import audio
 from .audio import atomic_path
-from .config import to_dict
+from .config import from_dict, to_dict
 from .errors import DereverbError
 
 if TYPE_CHECKING:
@@ -38,13 +38,22 @@ def check_outside_data(run_dir: Path, cfg: RunConfig) -> None:
 
 
 def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to resume a run whose model, STFT or features differ from ``cfg``."""
+    """Refuse to resume a run whose model, STFT or features differ from ``cfg``.
+
+    The saved sections are read with today's defaults, so a field added since the run started
+    (at its default) does not count as a difference.
+    """
     old = run_dir / "config.yaml"
     if not (old.is_file() and (run_dir / "state.pt").is_file()):
         return
     saved = yaml.safe_load(old.read_text()) or {}
     for key in ("stft", "features", "model"):
-        if saved.get(key) != to_dict(getattr(cfg, key)):
+        ours = getattr(cfg, key)
+        try:
+            theirs = to_dict(from_dict(type(ours), saved.get(key)))
+        except DereverbError:  # a key this version does not know, or a bad value
+            theirs = saved.get(key)
+        if theirs != to_dict(ours):
             raise DereverbError(f"{run_dir}: this run was started with a different {key} configuration; "
                                 "use another --run-dir or the original recipe")
 
