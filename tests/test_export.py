@@ -10,9 +10,9 @@ import torch
 from dereverb import checkpoint, export
 from dereverb.chunking import ChunkConfig
 from dereverb.cli import main
+from dereverb.config import FeatureConfig, StftConfig
 from dereverb.enhance import Dereverberator
 from dereverb.errors import DereverbError
-from dereverb.config import FeatureConfig, StftConfig
 from dereverb.model import DereverbModel, model_config
 from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 

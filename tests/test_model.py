@@ -9,7 +9,7 @@ import torch
 
 from dereverb.config import FeatureConfig, StftConfig
 from dereverb.errors import DereverbError
-from dereverb.model import (DereverbModel, ModelConfig, PatchDiscriminator, Blur, UNet, count_parameters,
+from dereverb.model import (Blur, DereverbModel, ModelConfig, PatchDiscriminator, UNet, count_parameters,
                             model_config)
 
 
