@@ -15,6 +15,7 @@ from dereverb import audio, checkpoint
 from dereverb.chunking import ChunkConfig, OverlapAdd
 from dereverb.enhance import PEAK, PRETRAINED_DIR, Dereverberator, mirror_frames
 from dereverb.errors import DereverbError
+from dereverb.model import DereverbModel, model_config
 from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 SMALL_CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)  # tiny model grid: 16
@@ -245,6 +246,22 @@ def test_shifts_average_passes_over_the_grid_on_mirrored_input(reverberant):
     for bad in (0, 17):
         with pytest.raises(DereverbError, match="shifts"):
             Dereverberator(model, "cpu", shifts=bad)
+
+
+def test_an_antialiased_model_enhances_with_its_batch_norms_folded(reverberant):
+    """The inference copy (batch norms folded into the convolutions, NHWC) keeps the blur: one pass
+    on a grid-length input equals the training-time ``enhance_wave``, and differs from the plain net."""
+    plain = tiny_model("mask")
+    model = DereverbModel(plain.stft_config, plain.feature_config, model_config("tiny", output="mask", antialias="time"))
+    model.load_state_dict(plain.state_dict())
+    model.eval()
+    x = reverberant[: 159 * 128]  # 160 frames: ten grids of 16, nothing to pad
+    got = Dereverberator(model, "cpu", chunk=ChunkConfig(chunk_frames=0), shifts=1)(x, 16000)
+    with torch.no_grad():
+        ref = model.enhance_wave(torch.from_numpy(x)[None])[0].numpy()
+        without = plain.enhance_wave(torch.from_numpy(x)[None])[0].numpy()
+    assert rel_rms(got, ref) < 1e-5
+    assert rel_rms(without, ref) > 1e-3
 
 
 @pytest.mark.parametrize("n, left, right", [(5, 2, 3), (3, 0, 9), (1, 4, 4), (7, 0, 0)])
