@@ -16,7 +16,7 @@ from dereverb import audio, checkpoint, losses
 from dereverb.cli import main
 from dereverb.errors import DereverbError
 from dereverb.model import DereverbModel
-from dereverb.train import TrainConfig, load_config, lr_at, train
+from dereverb.train import TrainConfig, WeightAverage, load_config, lr_at, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke.yaml"
@@ -65,6 +65,7 @@ def test_recipes_load_and_presets_expand():
     ("train.steps=many", "'train.steps' must be an integer"),
     ("modle.depth=3", "unknown config key 'modle'"),
     ("train.precision=fp8", "train.precision must be"),
+    ("train.ema_decay=1", "train.ema_decay must be in [0, 1)"),
     ("features.frontend=beamformer", "unknown frontend 'beamformer' (none, wpe)"),
     ("features.wpe_taps=0", "wpe_taps, wpe_delay and wpe_iterations must be at least 1"),
 ])
@@ -114,6 +115,52 @@ def test_run_folder_and_resume_equals_uninterrupted(tiny_data, tmp_path, monkeyp
     wave = torch.randn(1, 4000, generator=torch.Generator().manual_seed(0)) * 0.1
     with torch.no_grad():
         assert torch.equal(reloaded.enhance_wave(wave), resumed.enhance_wave(wave))
+
+
+def test_weight_average_follows_its_decay_and_copies_buffers():
+    model = DereverbModel(*_tiny_configs())
+    avg = WeightAverage(model, decay=0.9)
+    start = [p.detach().clone() for p in model.net.parameters()]
+    with torch.no_grad():
+        for p in model.net.parameters():
+            p.add_(1.0)
+        model.normalizer.mean.fill_(3.0)
+    avg.update(model)  # first update: d = min(0.9, 2 / 11)
+    d = 2 / 11
+    for a, s0, p in zip(avg.model.net.parameters(), start, model.net.parameters()):
+        torch.testing.assert_close(a, d * s0 + (1 - d) * p)
+        assert not a.requires_grad
+    assert torch.equal(avg.model.normalizer.mean, model.normalizer.mean)
+    for _ in range(200):
+        avg.update(model)
+    for a, p in zip(avg.model.net.parameters(), model.net.parameters()):
+        torch.testing.assert_close(a, p)  # constant weights: the average converges to them
+    again = WeightAverage(DereverbModel(*_tiny_configs()), 0.9, avg.state_dict())
+    assert again.updates == 201 and all(torch.equal(a, b) for a, b in zip(again.model.state_dict().values(),
+                                                                            avg.model.state_dict().values()))
+
+
+def _tiny_configs():
+    cfg = load_config(None, ["model.preset=tiny"])
+    return cfg.stft, cfg.features, cfg.model
+
+
+def test_weight_average_is_what_the_run_saves_and_can_start_on_resume(tiny_data, tmp_path, capsys):
+    plain = load_config(None, _overrides(tiny_data, steps=3))
+    train(plain, tmp_path / "run")
+    cfg = load_config(None, _overrides(tiny_data, steps=6, ema_decay=0.5))
+    served, _ = train(cfg, tmp_path / "run")  # resumed at step 3 with the average switched on
+    assert "weight average started at step 3" in capsys.readouterr().err
+    state = checkpoint.load_state(tmp_path / "run" / "state.pt")
+    assert state["ema"]["updates"] == 3
+    saved = checkpoint.load(tmp_path / "run" / "last.safetensors").state_dict()
+    for name, value in saved.items():
+        assert torch.equal(value, state["ema"]["weights"][name]), name
+        assert torch.equal(value, served.state_dict()[name]), name
+    assert not served.training
+    moved = [n for n, v in saved.items() if n.startswith("net.") and v.is_floating_point()
+             and not torch.equal(v, state["model"][n]) and "running" not in n]
+    assert moved  # the live weights (kept for resuming) are not the average
 
 
 def test_resume_check_reads_old_configs_with_todays_defaults(tmp_path):

@@ -14,6 +14,7 @@ is killed and rerun ends with the same weights as one that never stopped (on CPU
 from __future__ import annotations
 
 import atexit
+import copy
 import dataclasses
 import itertools
 import math
@@ -97,6 +98,7 @@ class TrainConfig:
     log_mag_weight: float = 0.0
     relative_floor: float = 0.0
     si_sdr_weight: float = 0.0
+    ema_decay: float = 0.0
     gan: GanConfig = GanConfig()
     precision: str = "auto"
     device: str = "auto"
@@ -119,6 +121,7 @@ class TrainConfig:
             (self.best_metric in ("si_sdr", "lsd"), "train.best_metric must be si_sdr or lsd"),
             (self.loss in ("l1", "mse"), "train.loss must be l1 or mse"),
             (self.relative_floor >= 0 and self.log_mag_weight >= 0, "train.relative_floor, train.log_mag_weight must be >= 0"),
+            (0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
             (min(self.steps, self.batch_size, self.checkpoint_every, self.valid_every, self.log_every) > 0,
              "train.steps/batch_size/checkpoint_every/valid_every/log_every must be > 0"),
             (self.valid_count >= 0 and self.norm_batches > 0, "train.valid_count >= 0, train.norm_batches > 0"),
@@ -154,6 +157,39 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+class WeightAverage:
+    """An exponential moving average of a model's network weights (Polyak averaging, as in
+    SGMSE+ and DeepFilterNet's training): after each optimiser step ``avg += (1 - d) * (w - avg)``
+    with ``d = min(decay, (1 + n) / (10 + n))`` at the ``n``-th update, so a young average follows
+    the weights closely.  Buffers (normaliser, batch-norm statistics) are copied, not averaged.
+    ``model`` is the averaged copy (its weights never take a gradient).
+    """
+
+    def __init__(self, model: DereverbModel, decay: float, state: dict[str, Any] | None = None):
+        self.decay = decay
+        self.model = copy.deepcopy(model).requires_grad_(False)
+        self.updates = 0
+        if state is not None:
+            self.model.load_state_dict(state["weights"])
+            self.updates = int(state["updates"])
+
+    @torch.no_grad()
+    def update(self, model: DereverbModel) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for mine, theirs in zip(self.model.net.parameters(), model.net.parameters()):
+            mine.lerp_(theirs.detach(), 1 - d)
+        self.copy_buffers(model)
+
+    @torch.no_grad()
+    def copy_buffers(self, model: DereverbModel) -> None:
+        for mine, theirs in zip(self.model.buffers(), model.buffers()):
+            mine.copy_(theirs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.model.state_dict(), "updates": self.updates}
 
 
 # --- set-up helpers ------------------------------------------------------------------------------
@@ -296,8 +332,9 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
 
     step, best = 0, None
     state_path = run_dir / "state.pt"
-    if state_path.is_file():
-        step, best = _restore(checkpoint.load_state(state_path), model, opt, disc, opt_d)
+    resume = checkpoint.load_state(state_path) if state_path.is_file() else None
+    if resume is not None:
+        step, best = _restore(resume, model, opt, disc, opt_d)
         log.info(f"resumed from step {step}" + (" (already complete: raise train.steps to go on)" if step >= tc.steps else ""))
     elif tc.init and _init_from(model, tc.init):
         log.info(f"weights and normaliser from {tc.init}")
@@ -317,6 +354,13 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
             base = {k: float(np.mean([r[k] for r in rows])) for k in ("si_sdr", "lsd")}
             log.info(f"unprocessed validation: si_sdr {base['si_sdr']:.2f} dB, lsd {base['lsd']:.2f} dB")
 
+    ema = None
+    if tc.ema_decay:
+        saved = resume.get("ema") if resume is not None else None
+        ema = WeightAverage(model, tc.ema_decay, saved)
+        if saved is None and step:
+            log.info(f"weight average started at step {step}")
+    served = model if ema is None else ema.model  # what is validated and saved as best / last
     net = model.net if world == 1 else torch.nn.parallel.DistributedDataParallel(model.net)
     dnet = disc if disc is None or world == 1 else torch.nn.parallel.DistributedDataParallel(disc)
     mrstft = losses.MultiResolutionStftLoss().to(device)
@@ -375,6 +419,8 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
                                 f"checkpoint is kept in {run_dir} (lower train.lr or raise train.warmup_steps)")
         scaler.step(opt)
         scaler.update()
+        if ema is not None:
+            ema.update(model)
         step += 1
 
         done = step == tc.steps
@@ -383,16 +429,16 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
         log.step(step, loss_value, rate, lr_at(step - 1, tc), float(grad_norm),
                  {k: float(v.detach()) for k, v in parts.items()}, tc.log_every)
         if rank == 0 and (step % tc.valid_every == 0 or done) and valid:
-            last_metrics, outputs = validate(model, valid, device, tc.pesq)
+            last_metrics, outputs = validate(served, valid, device, tc.pesq)
             score = last_metrics[tc.best_metric] * (1 if tc.best_metric == "si_sdr" else -1)
             log.valid(step, last_metrics)
-            write_samples(run_dir / "samples" / f"step_{step:07d}", valid[: tc.samples], outputs, model)
+            write_samples(run_dir / "samples" / f"step_{step:07d}", valid[: tc.samples], outputs, served)
             if best is None or score > best:
                 best = score
-                checkpoint.save(run_dir / "best.safetensors", model, _meta(cfg, step, last_metrics))
+                checkpoint.save(run_dir / "best.safetensors", served, _meta(cfg, step, last_metrics))
         if rank == 0 and (step % tc.checkpoint_every == 0 or done):
-            checkpoint.save(run_dir / "last.safetensors", model, _meta(cfg, step, last_metrics))
-            checkpoint.save_state(state_path, _state(model, opt, disc, opt_d, step, best))  # last: a kill
+            checkpoint.save(run_dir / "last.safetensors", served, _meta(cfg, step, last_metrics))
+            checkpoint.save_state(state_path, _state(model, opt, disc, opt_d, step, best, ema))  # last: a kill
             # between the two files resumes from the previous state, never a mismatched pair
         if step % tc.checkpoint_every == 0 and not done:  # the stream restarts where a resume would
             batches = _batches(train_set, tc, step, rank, world)
@@ -401,8 +447,11 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     if world > 1:  # DDP syncs batch-norm statistics at each forward, not after the last one
         for buffer in model.net.buffers():
             dist.broadcast(buffer, 0)
+        if ema is not None:
+            ema.copy_buffers(model)
     log.close()
-    return model.eval(), last_metrics
+    model.eval()
+    return served.eval(), last_metrics
 
 
 def _init_from(model: DereverbModel, spec: str) -> bool:
@@ -421,10 +470,12 @@ def _init_from(model: DereverbModel, spec: str) -> bool:
     return False
 
 
-def _state(model, opt, disc, opt_d, step: int, best: float | None) -> dict[str, Any]:
+def _state(model, opt, disc, opt_d, step: int, best: float | None, ema: WeightAverage | None) -> dict[str, Any]:
     """Everything a resume needs (weights included, so it never pairs with another step's file)."""
     state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "best": best,
              "rng": torch.get_rng_state()}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     if disc is not None:
         state.update(disc=disc.state_dict(), opt_disc=opt_d.state_dict())
     return state
