@@ -53,7 +53,7 @@ class FeatureConfig:
     """How magnitudes become network inputs: compression, then normalisation.
 
     ``compression``: ``"log"`` (dB with a floor at ``floor_db`` below 1.0 full scale) or
-    ``"power"`` (``|X| ** power``, 0.3 is common for complex targets).  ``normalization``:
+    ``"power"`` (``|X| ** power``; 0.3, as in the recipe and the bundled model).  ``normalization``:
     ``"global"`` (one mean/std), ``"per_freq"`` (a mean/std per bin) or ``"none"``.  The
     statistics themselves are fitted on training data and stored in the checkpoint.
 

@@ -94,8 +94,8 @@ _NAMED = {
     # ~50 k parameters: tests and the smoke recipe.
     "tiny": dict(depth=4, base_channels=8, max_channels=48, kernel_size=3, norm="batch"),
     # CPU default, 2.86 M parameters: 6 levels (F, T / 64 at the bottleneck), 5x5 as the paper.
-    # benchmarks/train_step.py, 8 x 256x256 patches on 2 shared AMX cores: 2.0-4.0 examples/s
-    # fp32, 2.7-5.7 with channels_last + bf16 (the `auto` precision).
+    # benchmarks/train_step.py, 8 x 256x256 patches on 2 heavily shared AMX cores: 2.0-4.0
+    # examples/s fp32, 2.7-5.7 with channels_last + bf16 (the `auto` precision); README: idle rates.
     "small": dict(depth=6, base_channels=16, max_channels=128, kernel_size=5, norm="batch"),
     # Ernst et al. 2018 / pix2pix: 8 levels, 64 -> 512 channels, 256x256 patches.
     "paper": dict(depth=8, base_channels=64, max_channels=512, kernel_size=5, norm="batch",
