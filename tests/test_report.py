@@ -17,7 +17,10 @@ from scipy import stats
 
 from dereverb import audio
 from dereverb.evaluate import EvalConfig, evaluate
-from dereverb.report import confidence_interval, gains_markdown, paired_gains
+from dereverb.cli import main
+from dereverb.errors import DereverbError
+from dereverb.evaluate import write_csv
+from dereverb.report import compare_reports, confidence_interval, gains_markdown, paired_gains
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SR = 16000
@@ -150,6 +153,39 @@ def test_paired_gains_hand_computed_and_oriented():
     assert paired_gains(rows, ("pesq",), ("unprocessed", "m"), "wpe") == []  # no such baseline
     table = gains_markdown(list(gains.values()), ("pesq", "cd"), "unprocessed")
     assert "| x | m | 2 | +0.30 ± " in table and "better on" in table
+
+
+def _report(folder: Path, model: str, pesq: list[float], cd: list[float], extra_file: bool = False) -> Path:
+    folder.mkdir()
+    rows = [{"file": f"c{i % 2}/f{i}", "condition": f"c{i % 2}", "system": s, "pesq": p + (s == "wpe"), "cd": d}
+            for i, (p, d) in enumerate(zip(pesq, cd)) for s in ("unprocessed", "wpe", model)]
+    if extra_file:
+        rows.append({"file": "c0/only_here", "condition": "c0", "system": model, "pesq": 9.0, "cd": 0.0})
+    write_csv(folder / "per_file.csv", rows, ("pesq", "cd"))
+    return folder
+
+
+def test_compare_pairs_two_reports_by_file(tmp_path, capsys):
+    new = _report(tmp_path / "new", "model:ft", [2.1, 2.3, 2.0, 2.6], [3.0, 2.0, 2.5, 1.0], extra_file=True)
+    old = _report(tmp_path / "old", "model:v9", [2.0, 2.0, 2.0, 2.0], [3.5, 2.5, 2.0, 2.0])
+    table = compare_reports(new, old, metrics=("pesq", "cd"))
+    # c0: files 0, 2 -> PESQ +0.1, +0.0; CD (lower is better) +0.5, -0.5; c1: +0.3, +0.6 and +0.5, +1.0
+    t = stats.t.ppf(0.975, 1)
+    assert f"| c0 | model:ft (new) | 2 | +0.050 ± {t * 0.05:.3f} | 0.000 ± {t * 0.5:.3f} | 0 of 2 |" in table
+    assert "| c1 | model:ft (new) | 2 | +0.450 ± " in table and "| all | model:ft (new) | 4 | +0.250 ± " in table
+    assert "4 files in both (1 only in" in table
+    wpe = compare_reports(new, old, "wpe", "wpe", ("pesq",))  # any system against any
+    assert "| c1 | wpe (new) | 2 | +0.450 ± " in wpe
+    with pytest.raises(DereverbError, match="no system 'dnn'"):
+        compare_reports(new, old, "dnn")
+    with pytest.raises(DereverbError, match="not a dereverb evaluate folder"):
+        compare_reports(new, tmp_path)
+    with pytest.raises(DereverbError, match="share no scored metric"):
+        compare_reports(new, old, metrics=("estoi",))
+    assert main(["compare", str(new), str(old), "-o", str(tmp_path / "cmp.md")]) == 0
+    assert capsys.readouterr().out == (tmp_path / "cmp.md").read_text() == compare_reports(new, old)
+    assert main(["compare", str(new), str(tmp_path / "missing")]) == 2
+    assert "not a dereverb evaluate folder" in capsys.readouterr().err
 
 
 def test_summary_holds_the_paired_gains(report_dir):

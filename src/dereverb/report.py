@@ -92,8 +92,51 @@ def paired_gains(rows: list[dict], metrics: tuple[str, ...], systems: tuple[str,
     return out
 
 
-def gains_markdown(gains: list[dict], metrics: tuple[str, ...], baseline: str) -> str:
-    """Paired gains as a markdown table with a column counting the metrics certainly better."""
+def compare_reports(new: str | Path, old: str | Path, new_system: str | None = None,
+                    old_system: str | None = None, metrics: tuple[str, ...] = ()) -> str:
+    """Markdown: one system of evaluation folder ``new`` against one of ``old``, paired per file.
+
+    Both folders are ``dereverb evaluate`` outputs (their ``per_file.csv``) scored on the same test
+    set; files are matched by name and the table is :func:`gains_markdown` of ``new``'s system over
+    ``old``'s (positive = ``new`` better), per condition of ``new`` and over all.  A system left
+    as None is the folder's only model (``model:...``) row.  Raises ``DereverbError`` when a
+    system is missing or ambiguous, or the folders share no file or metric.
+    """
+    from .errors import DereverbError
+    from .evaluate import read_csv
+
+    tables = []
+    for folder, system in ((new, new_system), (old, old_system)):
+        path = Path(folder) / "per_file.csv"
+        if not path.is_file():
+            raise DereverbError(f"{folder}: not a dereverb evaluate folder (no per_file.csv)")
+        rows, names = read_csv(path)
+        systems = list(dict.fromkeys(r["system"] for r in rows))
+        if system is None:
+            models = [x for x in systems if x.startswith("model:")]
+            if len(models) != 1:
+                raise DereverbError(f"{folder}: name the system to compare (one of {', '.join(systems)})")
+            system = models[0]
+        if system not in systems:
+            raise DereverbError(f"{folder}: no system {system!r} (it has {', '.join(systems)})")
+        tables.append(({r["file"]: r for r in rows if r["system"] == system}, names, system))
+    (a, names_a, sys_a), (b, names_b, sys_b) = tables
+    label_a, label_b = f"{sys_a} ({Path(new).name})", f"{sys_b} ({Path(old).name})"
+    chosen = tuple(m for m in (metrics or names_a) if m in names_a and m in names_b)
+    common = [f for f in a if f in b]
+    if not chosen or not common:
+        raise DereverbError(f"{new} and {old} share no " + ("scored metric" if not chosen else "file"))
+    rows = [{**a[f], "system": label_a} for f in common] + [{**b[f], "system": label_b} for f in common]
+    note = f"{len(common)} files in both"
+    if len(common) < max(len(a), len(b)):
+        note += f" ({len(a) - len(common)} only in {new}, {len(b) - len(common)} only in {old})"
+    table = gains_markdown(paired_gains(rows, chosen, (label_a,), label_b), chosen, label_b, extra_digits=1)
+    return table + f"\n{note}.\n"
+
+
+def gains_markdown(gains: list[dict], metrics: tuple[str, ...], baseline: str, extra_digits: int = 0) -> str:
+    """Paired gains as a markdown table with a column counting the metrics certainly better
+    (``extra_digits`` more decimals than the other tables, for differences between close systems)."""
     if not gains:
         return ""
     index = {(e["condition"], e["system"], e["metric"]): e for e in gains}
@@ -103,7 +146,7 @@ def gains_markdown(gains: list[dict], metrics: tuple[str, ...], baseline: str) -
     for cond, system in dict.fromkeys((e["condition"], e["system"]) for e in gains):
         entries = [index[(cond, system, m)] for m in metrics]
         sure = sum(e["mean"] - e["ci"] > 0 for e in entries if not math.isnan(e["ci"]))
-        cells = [("+" if e["mean"] > 0 else "") + cell(e) for e in entries]
+        cells = [("+" if e["mean"] > 0 else "") + cell(e, extra_digits) for e in entries]
         lines.append(f"| {cond} | {system} | {max(e['n'] for e in entries)} | " + " | ".join(cells)
                      + f" | {sure} of {len(metrics)} |")
     note = ("Per-file differences against the same file's " + baseline + " score, mean ± 95% interval; "
@@ -111,19 +154,19 @@ def gains_markdown(gains: list[dict], metrics: tuple[str, ...], baseline: str) -
     return "\n".join(lines) + f"\n\n{note}\n"
 
 
-def fmt(metric: str, value: float) -> str:
+def fmt(metric: str, value: float, extra_digits: int = 0) -> str:
     """A metric value as shown in every table."""
     if math.isnan(value):
         return "n/a"
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
-    return f"{value:.{DECIMALS.get(metric, 2)}f}"
+    return f"{value:.{DECIMALS.get(metric, 2) + extra_digits}f}"
 
 
-def cell(entry: dict) -> str:
+def cell(entry: dict, extra_digits: int = 0) -> str:
     """``mean ± ci`` (or just the mean when the interval is undefined)."""
-    text = fmt(entry["metric"], entry["mean"])
-    return text if math.isnan(entry["ci"]) else f"{text} ± {fmt(entry['metric'], entry['ci'])}"
+    text = fmt(entry["metric"], entry["mean"], extra_digits)
+    return text if math.isnan(entry["ci"]) else f"{text} ± {fmt(entry['metric'], entry['ci'], extra_digits)}"
 
 
 def header(metric: str) -> str:

@@ -16,7 +16,7 @@ import warnings
 from ..errors import DereverbError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("info", "rirs", "prepare", "train", "enhance", "export", "evaluate", "make_testset", "demo")
+COMMANDS = ("info", "rirs", "prepare", "train", "enhance", "export", "evaluate", "compare", "make_testset", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
