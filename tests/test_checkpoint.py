@@ -119,3 +119,22 @@ def test_resume_state_round_trip_without_pickle(tmp_path):
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(DereverbError, match="resume state is unreadable"):
         checkpoint.load_state(path)
+
+
+def test_describe_and_info_say_what_a_model_file_holds(tmp_path, capsys):
+    from dereverb.cli import main
+    from dereverb.model import count_parameters
+
+    model = _model("mask")
+    checkpoint.save(tmp_path / "best.safetensors", model,
+                    {"step": 12, "metrics": {"si_sdr": 3.5}, "train": {"steps": 40, "batch_size": 4, "lr": 0.003,
+                                                                       "loss": "l1", "ema_decay": 0.999}})
+    text = checkpoint.describe(tmp_path)  # a run folder resolves to its best file
+    assert text.startswith(str(tmp_path / "best.safetensors"))
+    assert f"mask output, 4 levels, 8->48 channels, 3x3, batch norm, antialias none; {count_parameters(model.net):,} parameters" in text
+    assert "STFT 256/64 hann at 16000 Hz, 128 bins; log (floor -100 dB)" in text
+    assert "step 12 of 40, batch 4, lr 0.003, loss l1, weight average 0.999" in text and "si_sdr 3.500" in text
+    assert main(["info", "--model", str(tmp_path)]) == 0 and capsys.readouterr().out == text
+    assert main(["info", "--model", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == {"si_sdr": 3.5}
+    assert main(["info"]) == 2 and "nothing to show" in capsys.readouterr().err

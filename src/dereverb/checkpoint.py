@@ -135,6 +135,38 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DereverbModel:
 # --- resume state --------------------------------------------------------------------------------
 
 
+def describe(path: str | Path) -> str:
+    """A few lines on what a model file holds: network, features, training, validation metrics."""
+    from .model import count_parameters
+
+    path = resolve(path)
+    doc = read_meta(path)
+    model = build(doc, str(path))
+    m, st, fe = model.model_config, model.stft_config, model.feature_config
+    tr, data, metrics = doc.get("train") or {}, doc.get("data") or {}, doc.get("metrics") or {}
+    compression = f"power {fe.power}" if fe.compression == "power" else f"{fe.compression} (floor {fe.floor_db:g} dB)"
+    lines = [
+        f"{path}",
+        f"  network: U-Net, {m.output} output, {m.depth} levels, {m.base_channels}->{m.max_channels} channels, "
+        f"{m.kernel_size}x{m.kernel_size}, {m.norm} norm, antialias {m.antialias}; "
+        f"{count_parameters(model.net):,} parameters",
+        f"  input: STFT {st.n_fft}/{st.hop_length} {st.window} at {st.sample_rate} Hz, {st.n_freq} bins; "
+        f"{compression}, {fe.normalization} normalisation; frontend {fe.frontend}",
+    ]
+    if tr:
+        lines.append(f"  training: step {doc.get('step', '?')} of {tr.get('steps', '?')}, batch {tr.get('batch_size')}, "
+                     f"lr {tr.get('lr')}, loss {tr.get('loss')}" + (f", from {tr['init']}" if tr.get("init") else "")
+                     + (f", weight average {tr['ema_decay']}" if tr.get("ema_decay") else ""))
+    if data:
+        lines.append(f"  data: {len(data.get('speech') or [])} speech source(s), {len(data.get('rirs') or [])} RIR "
+                     f"file(s)" + (f" + pool {data['rir_pool']}" if data.get("rir_pool") else "")
+                     + f", target {data.get('target')}, {data.get('segment_seconds')} s crops")
+    if metrics:
+        lines.append("  validation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    lines.append(f"  sha256 {doc.get('sha256', '?')}")
+    return "\n".join(lines) + "\n"
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Write a resume state (tensors, numbers, strings, lists, dicts) atomically."""
     with atomic_path(path) as tmp:
