@@ -272,8 +272,8 @@ def test_two_process_gloo_ddp_keeps_ranks_identical_and_resumes(tiny_data, tmp_p
     (tmp_path / "worker.py").write_text(WORKER)
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    args = _overrides(tiny_data, steps=4, checkpoint_every=2, valid_every=2) + [  # GAN: two DDP modules
-        "train.gan.enabled=true", "train.gan.base_channels=8"]
+    args = _overrides(tiny_data, steps=4, checkpoint_every=2, valid_every=2, ema_decay=0.5) + [  # GAN: two
+        "train.gan.enabled=true", "train.gan.base_channels=8"]  # DDP modules; the returned model: the average
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            str(tmp_path / "worker.py"), str(run)] + args,
                           env=env, capture_output=True, text=True, timeout=300)
@@ -283,7 +283,8 @@ def test_two_process_gloo_ddp_keeps_ranks_identical_and_resumes(tiny_data, tmp_p
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name
     assert checkpoint.read_meta(run / "last.safetensors")["step"] == 4
-    assert checkpoint.load_state(run / "state.pt")["step"] == 4
+    state = checkpoint.load_state(run / "state.pt")
+    assert state["step"] == 4 and state["ema"]["updates"] == 4
 
 
 @pytest.fixture(scope="module")
