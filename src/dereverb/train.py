@@ -160,8 +160,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 class WeightAverage:
-    """An exponential moving average of a model's network weights (Polyak averaging, as in
-    SGMSE+ and DeepFilterNet's training): after each optimiser step ``avg += (1 - d) * (w - avg)``
+    """An exponential moving average of a model's network weights (Polyak averaging; SGMSE+ trains
+    with a decay of 0.999): after each optimiser step ``avg += (1 - d) * (w - avg)``
     with ``d = min(decay, (1 + n) / (10 + n))`` at the ``n``-th update, so a young average follows
     the weights closely.  Buffers (normaliser, batch-norm statistics) are copied, not averaged.
     ``model`` is the averaged copy (its weights never take a gradient).
