@@ -46,9 +46,6 @@ class ModelConfig:
     the output of every transposed one (:class:`Blur`), so the output depends less on where the
     ``2 ** depth`` grid falls on the signal (after Zhang, "Making Convolutional Networks
     Shift-Invariant Again", ICML 2019); it adds no parameters, so weights of a ``"none"`` model load.
-    ``antialias_output: false`` leaves the last transposed convolution (the full-resolution output)
-    unblurred: a blur there also smooths the mask along time, and blurring the ideal mask's logits
-    so costs its ceiling 0.3-0.5 PESQ-WB in far rooms (model card).
     """
 
     output: str = "mapping"
@@ -62,7 +59,6 @@ class ModelConfig:
     output_activation: str = "auto"
     mask_max: float = 1.0
     antialias: str = "none"
-    antialias_output: bool = True
 
     def __post_init__(self) -> None:
         checks = [
@@ -185,7 +181,7 @@ class UNet(nn.Module):
         # antialias: on the input of each strided convolution, the output of each transposed one
         self.blur_down = nn.ModuleList(smooth() for _ in range(cfg.depth))
         self.blur_up = nn.ModuleList(smooth() for _ in range(cfg.depth - 1))
-        self.blur_head = smooth() if cfg.antialias_output else nn.Identity()
+        self.blur_head = smooth()
 
     def forward(self, x: Tensor) -> Tensor:
         n_f, n_t = x.shape[-2:]

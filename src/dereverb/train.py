@@ -456,11 +456,10 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
 
 def _init_from(model: DereverbModel, spec: str) -> bool:
     """Copy checkpoint ``spec``'s network weights into ``model`` (same STFT and architecture, the
-    parameter-free ``model.antialias*`` aside), and its normaliser too when both compress alike;
+    parameter-free ``model.antialias`` aside), and its normaliser too when both compress alike;
     returns whether the normaliser was copied."""
     src = checkpoint.load(resolve_model(spec))
-    arch = dataclasses.replace(src.model_config, antialias=model.model_config.antialias,
-                               antialias_output=model.model_config.antialias_output)
+    arch = dataclasses.replace(src.model_config, antialias=model.model_config.antialias)
     if (src.stft_config, arch) != (model.stft_config, model.model_config):
         raise DereverbError(f"train.init {spec}: its stft/model sections differ from this run's")
     compression = ("compression", "floor_db", "power", "normalization")  # the frontend may differ
