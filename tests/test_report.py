@@ -182,6 +182,9 @@ def test_compare_pairs_two_reports_by_file(tmp_path, capsys):
         compare_reports(new, tmp_path)
     with pytest.raises(DereverbError, match="share no scored metric"):
         compare_reports(new, old, metrics=("estoi",))
+    (tmp_path / "again").mkdir()
+    twin = _report(tmp_path / "again" / "new", "model:ft", [2.0] * 4, [3.0] * 4)  # same name, same system
+    assert f"model:ft ({twin})" in compare_reports(new, twin)
     assert main(["compare", str(new), str(old), "-o", str(tmp_path / "cmp.md")]) == 0
     assert capsys.readouterr().out == (tmp_path / "cmp.md").read_text() == compare_reports(new, old)
     assert main(["compare", str(new), str(tmp_path / "missing")]) == 2

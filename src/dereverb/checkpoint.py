@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from .audio import atomic_path
 from .config import FeatureConfig, StftConfig, from_dict, to_dict
 from .errors import DereverbError
-from .model import DereverbModel, ModelConfig
+from .model import DereverbModel, ModelConfig, count_parameters
 
 FORMAT_VERSION = 1
 META_KEY = "dereverb"
@@ -132,13 +132,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> DereverbModel:
     return model.to(device).eval()
 
 
-# --- resume state --------------------------------------------------------------------------------
-
-
 def describe(path: str | Path) -> str:
     """A few lines on what a model file holds: network, features, training, validation metrics."""
-    from .model import count_parameters
-
     path = resolve(path)
     doc = read_meta(path)
     model = build(doc, str(path))
@@ -165,6 +160,9 @@ def describe(path: str | Path) -> str:
         lines.append("  validation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     lines.append(f"  sha256 {doc.get('sha256', '?')}")
     return "\n".join(lines) + "\n"
+
+
+# --- resume state --------------------------------------------------------------------------------
 
 
 def save_state(path: str | Path, state: dict[str, Any]) -> None:

@@ -122,6 +122,8 @@ def compare_reports(new: str | Path, old: str | Path, new_system: str | None = N
         tables.append(({r["file"]: r for r in rows if r["system"] == system}, names, system))
     (a, names_a, sys_a), (b, names_b, sys_b) = tables
     label_a, label_b = f"{sys_a} ({Path(new).name})", f"{sys_b} ({Path(old).name})"
+    if label_a == label_b:  # e.g. runs/a/sim against runs/b/sim
+        label_a, label_b = f"{sys_a} ({new})", f"{sys_b} ({old})"
     chosen = tuple(m for m in (metrics or names_a) if m in names_a and m in names_b)
     common = [f for f in a if f in b]
     if not chosen or not common:
