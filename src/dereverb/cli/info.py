@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         raise DereverbError("nothing to show: give audio files or folders, or --model NAME|PATH")
     for spec in args.model:
         path = resolve_model(spec)
-        print(json.dumps(checkpoint.read_meta(checkpoint.resolve(path)), indent=1) if args.json
+        print(json.dumps(checkpoint.read_meta(path), indent=1) if args.json
               else checkpoint.describe(path), end="\n" if args.json else "")
     for root in args.inputs:
         for path in audio.list_audio(root):
