@@ -192,6 +192,22 @@ def test_pool_only_and_simulated_if_missing(tmp_path, corpus):
     assert np.isfinite(take(ds, 2)[1]["reverb"].numpy()).all()
 
 
+def test_hf_decay_range_reshapes_the_pool_once_per_rir(tmp_path, corpus):
+    pool = str(tmp_path / "pool")
+    cfg = config(corpus, rir_pool=pool, simulate_count=2)
+    measured, plain = data.load_rir_sets(cfg, 16000, seed=0)
+    cfg = config(corpus, rir_pool=pool, simulate_count=2, hf_decay_range=(0.2, 0.6))
+    measured2, shaped = data.load_rir_sets(cfg, 16000, seed=0)
+    assert [r.name for r in measured2] == [r.name for r in measured]  # measured rooms left alone
+    exps = [r.meta["hf_decay"] for r in shaped]
+    assert all(0.2 <= e <= 0.6 for e in exps) and len(set(exps)) == 2
+    assert [r.name for r in shaped] == [f"{p.name}@hf{e:.2f}" for p, e in zip(plain, exps)]
+    again = data.load_rir_sets(cfg, 16000, seed=0)[1]  # every worker and rank draws the same
+    assert all(np.array_equal(a.audio, b.audio) for a, b in zip(shaped, again))
+    with pytest.raises(DereverbError, match="hf_decay_range"):
+        config(corpus, hf_decay_range=(0.5, 0.2))
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(DereverbError, match="target"):
         data.DataConfig(target="late")

@@ -199,6 +199,37 @@ def test_with_decay_refuses_lengthening_and_keeps_scale_one():
             rooms.with_decay(rir, bad)
 
 
+def _band_t30(rir: rooms.Rir, fc: float) -> float:
+    """T30 of the octave band around ``fc`` Hz (4th-order Butterworth, zero phase)."""
+    from scipy import signal
+    sos = signal.butter(4, [fc / 2**0.5, min(fc * 2**0.5, 7900)], "bandpass", fs=SR, output="sos")
+    return rooms.decay_time(signal.sosfiltfilt(sos, rir.audio[rir.direct_index :]), SR)[0]
+
+
+@pytest.mark.parametrize("exponent", [0.3, 0.6])
+def test_with_hf_decay_shortens_only_high_bands_and_keeps_direct_path(exponent, rng, speech):
+    speech, _ = speech
+    rir = rooms.analyze(synthetic_rir(1.2, rng), SR, "shoebox")  # white tail: the same T30 in every band
+    out = rooms.with_hf_decay(rir, exponent)
+    for fc in (250, 500):  # below the 1 kHz corner the decay stays
+        assert _band_t30(out, fc) == pytest.approx(_band_t30(rir, fc), rel=0.08)
+    for fc in (2000, 4000):  # above it T30 falls as (f / 1 kHz) ** -exponent
+        assert _band_t30(out, fc) == pytest.approx(_band_t30(rir, fc) * (fc / 1000) ** -exponent, rel=0.15)
+    d = out.direct_index
+    assert np.array_equal(out.audio[: d + 41], rir.audio[: d + 41]) and len(out.audio) == len(rir.audio)
+    for target in ("direct", "dry"):
+        assert np.array_equal(rooms.reverberate(speech, out, target)[1], rooms.reverberate(speech, rir, target)[1])
+    assert out.drr > rir.drr and out.t30 < rir.t30 and out.meta["hf_decay"] == exponent
+    assert out.name == f"shoebox@hf{exponent:.2f}"
+
+
+def test_with_hf_decay_keeps_exponent_zero_and_refuses_negative():
+    rir = rooms.Rir(np.r_[1.0, 0.5 * np.ones(800)].astype(np.float32), SR, "x", 0, 0.5, 0.0)
+    assert rooms.with_hf_decay(rir, 0.0) is rir
+    with pytest.raises(DereverbError, match="exponent"):
+        rooms.with_hf_decay(rir, -0.1)
+
+
 @pytest.mark.parametrize("n, taps, lo, hi", [(1000, 300, 299, 1000), (1000, 300, 0, 1000), (1000, 81, -40, 960),
                                              (500, 900, 120, 500), (64, 5, 30, 64), (1000, 300, 650, 1000), (100, 10, 100, 100)])
 def test_convolve_part_is_a_slice_of_the_full_convolution(n, taps, lo, hi, rng):

@@ -59,6 +59,10 @@ class DataConfig:
     ``decay_scales``: each measured RIR also joins the measured set with its reverberation time
     multiplied by each of these, in (0, 1] (:func:`rooms.with_decay`), so a few measured halls
     also stand for smaller rooms (the simulated pool spans its own T60 range and is left alone).
+    ``hf_decay_range``: each simulated RIR gets its reverberation time above 1 kHz shortened as
+    ``(f / 1 kHz) ** -b``, ``b`` drawn once per RIR from this range (:func:`rooms.with_hf_decay`;
+    real rooms decay faster at high frequencies, shoebox rooms with one absorption do not);
+    ``(0, 0)`` leaves the pool as simulated.
     The train/held-out split is just which paths a recipe lists.
     """
 
@@ -84,6 +88,7 @@ class DataConfig:
     snr_range: tuple[float, float] = (5.0, 30.0)
     noise_slope_range: tuple[float, float] = (-6.0, 0.0)
     decay_scales: tuple[float, ...] = ()
+    hf_decay_range: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,6 +110,8 @@ class DataConfig:
             (len(self.noise_slope_range) == 2 and self.noise_slope_range[0] <= self.noise_slope_range[1],
              "data.noise_slope_range must be [low, high] dB/octave with low <= high"),
             (all(0.0 < x <= 1.0 for x in self.decay_scales), "data.decay_scales must each be in (0, 1]"),
+            (len(self.hf_decay_range) == 2 and 0.0 <= self.hf_decay_range[0] <= self.hf_decay_range[1],
+             "data.hf_decay_range must be [low, high] with 0 <= low <= high"),
         ]
         require(checks)
 
@@ -365,6 +372,9 @@ def load_rir_sets(cfg: DataConfig, sample_rate: int, seed: int = 0) -> tuple[lis
         if not (pool / simulate.POOL_INDEX).is_file() and cfg.simulate_count > 0:
             simulate.simulate_pool(cfg.simulate_count, pool, seed, sample_rate)
         simulated = simulate.load_pool(pool, sample_rate, cfg.strict)
+    if cfg.hf_decay_range[1] > 0:  # one exponent per RIR, the same in every worker and rank
+        rng = np.random.default_rng([seed, 0x4846])
+        simulated = [rooms.with_hf_decay(r, float(rng.uniform(*cfg.hf_decay_range))) for r in simulated]
     return measured, simulated
 
 

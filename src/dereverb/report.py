@@ -99,8 +99,9 @@ def compare_reports(new: str | Path, old: str | Path, new_system: str | None = N
     Both folders are ``dereverb evaluate`` outputs (their ``per_file.csv``) scored on the same test
     set; files are matched by name and the table is :func:`gains_markdown` of ``new``'s system over
     ``old``'s (positive = ``new`` better), per condition of ``new`` and over all.  A system left
-    as None is the folder's only model (``model:...``) row.  Raises ``DereverbError`` when a
-    system is missing or ambiguous, or the folders share no file or metric.
+    as None is the folder's only model row (``model`` for the bundled one, else ``model:NAME``).
+    Raises ``DereverbError`` when a system is missing or ambiguous, or the folders share no file
+    or metric.
     """
     from .errors import DereverbError
     from .evaluate import read_csv
@@ -113,7 +114,7 @@ def compare_reports(new: str | Path, old: str | Path, new_system: str | None = N
         rows, names = read_csv(path)
         systems = list(dict.fromkeys(r["system"] for r in rows))
         if system is None:
-            models = [x for x in systems if x.startswith("model:")]
+            models = [x for x in systems if x == "model" or x.startswith("model:")]
             if len(models) != 1:
                 raise DereverbError(f"{folder}: name the system to compare (one of {', '.join(systems)})")
             system = models[0]
