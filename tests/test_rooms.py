@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -199,28 +200,35 @@ def test_with_decay_refuses_lengthening_and_keeps_scale_one():
             rooms.with_decay(rir, bad)
 
 
-def _band_t30(rir: rooms.Rir, fc: float) -> float:
-    """T30 of the octave band around ``fc`` Hz (4th-order Butterworth, zero phase)."""
-    from scipy import signal
-    sos = signal.butter(4, [fc / 2**0.5, min(fc * 2**0.5, 7900)], "bandpass", fs=SR, output="sos")
-    return rooms.decay_time(signal.sosfiltfilt(sos, rir.audio[rir.direct_index :]), SR)[0]
-
-
 @pytest.mark.parametrize("exponent", [0.3, 0.6])
 def test_with_hf_decay_shortens_only_high_bands_and_keeps_direct_path(exponent, rng, speech):
     speech, _ = speech
     rir = rooms.analyze(synthetic_rir(1.2, rng), SR, "shoebox")  # white tail: the same T30 in every band
     out = rooms.with_hf_decay(rir, exponent)
-    for fc in (250, 500):  # below the 1 kHz corner the decay stays
-        assert _band_t30(out, fc) == pytest.approx(_band_t30(rir, fc), rel=0.08)
-    for fc in (2000, 4000):  # above it T30 falls as (f / 1 kHz) ** -exponent
-        assert _band_t30(out, fc) == pytest.approx(_band_t30(rir, fc) * (fc / 1000) ** -exponent, rel=0.15)
+    before, after = rooms.band_decay_times(rir), rooms.band_decay_times(out)
+    assert before == pytest.approx(np.full(6, rir.t30), rel=0.12)  # octave bands 250 Hz .. 6 kHz
+    assert after[:2] == pytest.approx(before[:2], rel=0.08)  # below the 1 kHz corner the decay stays
+    expected = before * np.minimum(1.0, (np.array(rooms.OCTAVE_BANDS) / 1000) ** -exponent)
+    assert after[3:] == pytest.approx(expected[3:], rel=0.15)  # above it T30 falls as (f / 1 kHz) ** -b
     d = out.direct_index
     assert np.array_equal(out.audio[: d + 41], rir.audio[: d + 41]) and len(out.audio) == len(rir.audio)
     for target in ("direct", "dry"):
         assert np.array_equal(rooms.reverberate(speech, out, target)[1], rooms.reverberate(speech, rir, target)[1])
     assert out.drr > rir.drr and out.t30 < rir.t30 and out.meta["hf_decay"] == exponent
     assert out.name == f"shoebox@hf{exponent:.2f}"
+
+
+def test_band_decay_times_follow_a_band_limited_decay(rng):
+    from scipy import signal
+    n = int(1.5 * SR)
+    t = np.arange(n) / SR
+    slow, fast = (rng.standard_normal(n) * 10 ** (-3 * t / t60) for t60 in (1.0, 0.4))
+    low = signal.sosfiltfilt(signal.butter(8, 1400, "lowpass", fs=SR, output="sos"), slow)
+    high = signal.sosfiltfilt(signal.butter(8, 1400, "highpass", fs=SR, output="sos"), fast)
+    h = np.r_[np.zeros(100), 1.0, 0.1 * (low + high)[:-101]]
+    bands = rooms.band_decay_times(rooms.analyze(h, SR, "two-slope"), (250, 500, 4000, 6000, 12000))
+    assert bands[:2] == pytest.approx([1.0, 1.0], rel=0.1) and bands[2:4] == pytest.approx([0.4, 0.4], rel=0.1)
+    assert math.isnan(bands[4])  # starts above Nyquist: no band
 
 
 def test_with_hf_decay_keeps_exponent_zero_and_refuses_negative():

@@ -126,6 +126,28 @@ def decay_time(h: np.ndarray, sample_rate: int, decay_range: float = math.inf) -
     return float("nan"), ""
 
 
+OCTAVE_BANDS = (250.0, 500.0, 1000.0, 2000.0, 4000.0, 6000.0)  # Hz, centres of band_decay_times
+
+
+def band_decay_times(rir: Rir, centres: Sequence[float] = OCTAVE_BANDS) -> np.ndarray:
+    """T30 (T20 when short, nan when neither fits; :func:`decay_time`) of each octave band, ``(B,)`` s.
+
+    Bands ``[fc / sqrt 2, fc * sqrt 2]``, the top edge kept below Nyquist; 4th-order Butterworth
+    run forwards and backwards (zero phase, so the filter's own ringing does not lengthen the
+    decay), applied from the direct path on.
+    """
+    sr, h = rir.sample_rate, rir.audio[rir.direct_index :].astype(np.float64)
+    out = []
+    for fc in centres:
+        lo, hi = fc / math.sqrt(2.0), min(fc * math.sqrt(2.0), 0.49 * sr)
+        if lo >= hi:
+            out.append(math.nan)
+            continue
+        sos = signal.butter(4, [lo, hi], "bandpass", fs=sr, output="sos")
+        out.append(decay_time(signal.sosfiltfilt(sos, h), sr)[0])
+    return np.asarray(out)
+
+
 def direct_to_reverberant(h: np.ndarray, direct_index: int, sample_rate: int) -> float:
     """DRR in dB: energy of the direct path +-2.5 ms over the energy after that window."""
     w = _ms(sample_rate, DIRECT_MS)

@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ana.add_argument("--sample-rate", type=int, default=16000, help="analyse at this rate (Hz)")
     ana.add_argument("--channels", choices=("first", "all"), default="first")
     ana.add_argument("--strict", action="store_true", help="fail on a bad file instead of skipping it")
+    ana.add_argument("--bands", action="store_true",
+                     help="also T30 per octave band, 250 Hz to 6 kHz (real rooms decay faster at high frequencies)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,8 +57,12 @@ def _analyze(args: argparse.Namespace) -> int:
     from .. import rooms
 
     rirs = rooms.load_rirs(args.inputs, args.sample_rate, args.channels, strict=args.strict)
-    print("name\tdirect_ms\tlength_s\tT30_s\tfit\tDRR_dB")
+    bands = "".join(f"\tT30_{fc / 1000:g}k" for fc in rooms.OCTAVE_BANDS) if args.bands else ""
+    print("name\tdirect_ms\tlength_s\tT30_s\tfit\tDRR_dB" + bands)
     for r in rirs:
         ms = 1000 * r.meta.get("direct_in_file", r.direct_index) / r.sample_rate
-        print(f"{r.name}\t{ms:.1f}\t{r.duration:.2f}\t{r.t30:.2f}\t{r.meta['decay_fit']}\t{r.drr:.1f}")
+        row = f"{r.name}\t{ms:.1f}\t{r.duration:.2f}\t{r.t30:.2f}\t{r.meta['decay_fit']}\t{r.drr:.1f}"
+        if args.bands:
+            row += "".join(f"\t{t:.2f}" for t in rooms.band_decay_times(r))
+        print(row)
     return 0
