@@ -188,9 +188,9 @@ def test_compare_pairs_two_reports_by_file(tmp_path, capsys):
     assert main(["compare", str(new), str(old), "-o", str(tmp_path / "cmp.md")]) == 0
     assert capsys.readouterr().out == (tmp_path / "cmp.md").read_text() == compare_reports(new, old)
     assert main(["compare", str(new), str(tmp_path / "missing")]) == 2
+    assert "not a dereverb evaluate folder" in capsys.readouterr().err
     bundled = _report(tmp_path / "bundled", "model", [2.0] * 4, [3.0] * 4)  # evaluate --model default
     assert "| all | model:ft (new) | 4 | +0.250 ± " in compare_reports(new, bundled, metrics=("pesq",))
-    assert "not a dereverb evaluate folder" in capsys.readouterr().err
 
 
 def test_summary_holds_the_paired_gains(report_dir):

@@ -296,15 +296,26 @@ def with_decay(rir: Rir, scale: float) -> Rir:
     d, w, sr = rir.direct_index, _ms(rir.sample_rate, DIRECT_MS), rir.sample_rate
     if not math.isfinite(rir.t30) or rir.t30 <= 0 or scale == 1.0:
         return rir
-    rate = 3.0 * math.log(10.0) * (1.0 / scale - 1.0) / rir.t30  # extra nepers/s: 60 dB per T30
+    rate = _extra_decay_rate(scale, rir.t30)
     env = np.exp(-rate * np.maximum(np.arange(len(rir.audio)) - d, 0) / sr)
     env[max(0, d - w) : d + w + 1] = 1.0
     h = (rir.audio * env).astype(np.float32)
+    return _reshaped(rir, h, f"{rir.name}@t60x{scale:g}", rir.t30 * scale, decay_scale=scale)
+
+
+def _extra_decay_rate(scale, t30: float):
+    """Nepers per second to add so a decay of ``t30`` s (60 dB) becomes one of ``scale * t30``."""
+    return 3.0 * math.log(10.0) * (1.0 / scale - 1.0) / t30
+
+
+def _reshaped(rir: Rir, h: np.ndarray, name: str, t30_guess: float, **meta) -> Rir:
+    """``rir`` with the new response ``h`` (same direct path): T30 and DRR measured again
+    (``t30_guess`` if no decay fits), ``meta["t30_from"]`` the original T30, plus ``meta``."""
+    d, sr = rir.direct_index, rir.sample_rate
     t30, _ = decay_time(h[d:], sr)
-    return dataclasses.replace(rir, audio=h, name=f"{rir.name}@t60x{scale:g}",
-                               t30=t30 if math.isfinite(t30) else rir.t30 * scale,
+    return dataclasses.replace(rir, audio=h, name=name, t30=t30 if math.isfinite(t30) else t30_guess,
                                drr=direct_to_reverberant(h, d, sr),
-                               meta={**rir.meta, "t30_from": rir.t30, "decay_scale": scale})
+                               meta={**rir.meta, "t30_from": rir.t30, **meta})
 
 
 def with_hf_decay(rir: Rir, exponent: float, corner_hz: float = 1000.0) -> Rir:
@@ -328,16 +339,12 @@ def with_hf_decay(rir: Rir, exponent: float, corner_hz: float = 1000.0) -> Rir:
     n_fft, hop = 256, 64
     f, t, spec = signal.stft(rir.audio.astype(np.float64), sr, nperseg=n_fft, noverlap=n_fft - hop)
     ratio = np.minimum(1.0, (np.maximum(f, 1.0) / corner_hz) ** -exponent)
-    rate = 3.0 * math.log(10.0) * (1.0 / ratio - 1.0) / rir.t30  # (F,) extra nepers per second
+    rate = _extra_decay_rate(ratio, rir.t30)  # (F,)
     spec = spec * np.exp(-rate[:, None] * np.maximum(t - d / sr, 0.0)[None, :])
     h = signal.istft(spec, sr, nperseg=n_fft, noverlap=n_fft - hop)[1][: len(rir.audio)]
     h = np.pad(h, (0, len(rir.audio) - len(h))).astype(np.float32)
     h[: d + w + 1] = rir.audio[: d + w + 1]
-    t30, _ = decay_time(h[d:], sr)
-    return dataclasses.replace(rir, audio=h, name=f"{rir.name}@hf{exponent:.2f}",
-                               t30=t30 if math.isfinite(t30) else rir.t30,
-                               drr=direct_to_reverberant(h, d, sr),
-                               meta={**rir.meta, "t30_from": rir.t30, "hf_decay": exponent})
+    return _reshaped(rir, h, f"{rir.name}@hf{exponent:.2f}", rir.t30, hf_decay=exponent)
 
 
 def convolve_part(x: np.ndarray, h: np.ndarray, lo: int, hi: int) -> np.ndarray:
