@@ -324,3 +324,12 @@ def test_trains_from_paired_folders_and_the_feature_store(kind, tiny_data, paire
     with pytest.raises(DereverbError, match="waveform losses need a complex store" if kind == "store" else "no matching"):
         bad = ["train.mrstft_weight=1.0"] if kind == "store" else [f"source.reverb_dir={tmp_path}"]
         train(load_config(None, _overrides(tiny_data) + source + bad), tmp_path / "bad")
+
+
+def test_precision_auto_uses_channels_last_on_every_cpu_and_fp32_stays_plain():
+    from dereverb.model import autocast_dtype
+    from dereverb.train import TrainConfig, _precision
+    cpu = torch.device("cpu")
+    assert _precision(TrainConfig(precision="fp32"), cpu) == (None, False)
+    assert _precision(TrainConfig(precision="auto"), cpu) == (autocast_dtype(cpu), True)
+    assert _precision(TrainConfig(precision="bf16"), cpu) == (torch.bfloat16, True)

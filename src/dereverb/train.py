@@ -68,7 +68,7 @@ class SourceConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """Optimisation and bookkeeping.  ``precision``: ``auto`` (bf16 + channels_last on AMX CPUs,
-    bf16/fp16 AMP on CUDA, else fp32), ``fp32``, ``bf16``.  ``threads``: torch CPU threads (0:
+    fp32 + channels_last on other CPUs, bf16/fp16 AMP on CUDA), ``fp32`` (plain), ``bf16``.  ``threads``: torch CPU threads (0:
     torch's default; 1 is faster for small models on busy shared cores).  ``best_metric``:
     ``si_sdr`` (higher is better) or ``lsd`` (lower).  ``mrstft_weight``, ``si_sdr_weight``,
     ``log_mag_weight``: extra loss terms (0: off) next to the feature loss ``loss``: on the
@@ -269,11 +269,13 @@ def _batches(dataset, cfg: TrainConfig, step: int, rank: int, world: int):
 
 
 def _precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, channels_last)``."""
+    """``(autocast dtype or None, channels_last)``.  On the CPU ``auto`` and ``bf16`` use
+    channels_last with or without bf16 (``benchmarks/train_step.py``, 2-core Xeon without AMX,
+    fp32: 1.18x for ``small`` and ``paper``); ``fp32`` is the plain contiguous fallback."""
     if cfg.precision == "fp32":
         return None, False
     dtype = autocast_dtype(device) if cfg.precision == "auto" else torch.bfloat16
-    return dtype, device.type == "cpu" and dtype is not None
+    return dtype, device.type == "cpu"
 
 
 def _pairs(batch: dict, model: DereverbModel, device: torch.device):
