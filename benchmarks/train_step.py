@@ -1,8 +1,8 @@
 """Training throughput of the U-Net configurations: examples per second for one optimiser step.
 
 Prints one line per (configuration, precision): fp32 (contiguous NCHW), fp32 channels_last (CPU)
-and the fast path (channels_last + bf16 autocast on AMX CPUs, AMP on CUDA).  An example is one ``(1, 256, T)``
-spectrogram patch.  Usage::
+and the fast path (channels_last + bf16 autocast on AMX CPUs, AMP on CUDA).  An example is one
+``(1, 256, T)`` spectrogram patch.  Usage::
 
     python benchmarks/train_step.py                       # small and paper on the CPU
     python benchmarks/train_step.py --device cuda --batch 16
@@ -64,13 +64,11 @@ def main() -> None:
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     print(f"device={device} threads={torch.get_num_threads()} amx={cpu_has_amx()} "
           f"batch={args.batch} patch=256x{args.frames}")
-    modes = [("fp32", False, False)]
-    if device.type == "cpu":
-        modes.append(("channels_last+fp32", True, False))
-    modes.append(("fast", device.type == "cpu", True))
+    cpu = device.type == "cpu"
+    modes = [(False, False)] + ([(True, False)] if cpu else []) + [(cpu, True)]  # (channels_last, fast)
     for name in args.configs:
         cfg = model_config(name, **overrides)
-        for label, channels_last, fast in modes:
+        for channels_last, fast in modes:
             dtype = autocast_dtype(device, fast)
             if fast and dtype is None:
                 print(f"{name:6s} fast path unavailable here (no AMX / CUDA)")
@@ -80,13 +78,13 @@ def main() -> None:
             if channels_last:
                 net.to(memory_format=torch.channels_last)
                 net.channels_last = True
-            if fast:
-                label = f"{'channels_last+' if channels_last else ''}{str(dtype).split('.')[-1]}"
+            label = f"{'channels_last+' if channels_last else ''}{str(dtype).split('.')[-1] if dtype else 'fp32'}"
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             rate = step_rate(net, args.batch, args.frames, args.steps, device, dtype)
             mem = f" peak_mem={torch.cuda.max_memory_allocated(device) / 2**30:.2f}GiB" if device.type == "cuda" else ""
             print(f"{name:6s} params={count_parameters(net) / 1e6:6.2f}M {label:22s} {rate:8.2f} examples/s{mem}")
+
 
 if __name__ == "__main__":
     main()

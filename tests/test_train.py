@@ -15,8 +15,8 @@ import dereverb.wpe as wpe_mod
 from dereverb import audio, checkpoint, losses
 from dereverb.cli import main
 from dereverb.errors import DereverbError
-from dereverb.model import DereverbModel
-from dereverb.train import TrainConfig, WeightAverage, load_config, lr_at, train
+from dereverb.model import DereverbModel, autocast_dtype
+from dereverb.train import TrainConfig, WeightAverage, _precision, load_config, lr_at, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke.yaml"
@@ -327,8 +327,6 @@ def test_trains_from_paired_folders_and_the_feature_store(kind, tiny_data, paire
 
 
 def test_precision_auto_uses_channels_last_on_every_cpu_and_fp32_stays_plain():
-    from dereverb.model import autocast_dtype
-    from dereverb.train import TrainConfig, _precision
     cpu = torch.device("cpu")
     assert _precision(TrainConfig(precision="fp32"), cpu) == (None, False)
     assert _precision(TrainConfig(precision="auto"), cpu) == (autocast_dtype(cpu), True)
