@@ -71,9 +71,9 @@ class TrainConfig:
     fp32 + channels_last on other CPUs, bf16/fp16 AMP on CUDA), ``fp32`` (plain), ``bf16``.
     ``threads``: torch CPU threads (0: torch's default; 1 is faster for small models on busy shared
     cores).  ``best_metric``: ``si_sdr`` (higher is better) or ``lsd`` (lower).
-    ``mrstft_weight``, ``si_sdr_weight``, ``log_mag_weight``: extra loss terms (0: off) next to the feature loss ``loss``: on the
-    resynthesised waveform, and the dB-scale L1 of the output magnitude
-    (:func:`losses.log_magnitude_loss`).  ``relative_floor`` > 0 weights each example's feature
+    ``mrstft_weight``, ``si_sdr_weight``, ``log_mag_weight``: extra loss terms (0: off) next to
+    the feature loss ``loss``: on the resynthesised waveform, and the dB-scale L1 of the output
+    magnitude (:func:`losses.log_magnitude_loss`).  ``relative_floor`` > 0 weights each example's feature
     loss by ``1 / (relative_floor + its input's loss)`` (:func:`losses.relative_spectral_loss`).
     ``init``: a checkpoint (bundled name, file
     or run folder) whose weights start a new run (fine-tuning; the schedule starts at step 0); its
