@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, ClassVar
 
 import pytest
 
-from dereverb.config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, to_dict
+from dereverb.config import FeatureConfig, RemovedKeyError, StftConfig, apply_overrides, from_dict, load_yaml, to_dict
 from dereverb.errors import DereverbError
 
 
@@ -16,6 +17,14 @@ class Inner:
     steps: int = 10
     name: str = "x"
     flags: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Pruned:
+    """A config that once had ``scale`` (default 1.0) and ``bands`` (default ``(1, 2)``)."""
+
+    REMOVED: ClassVar[dict[str, Any]] = {"scale": 1.0, "bands": (1, 2)}
+    steps: int = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,3 +88,17 @@ def test_exponent_floats_without_a_dot_are_floats(tmp_path, text, value):
 def test_feature_config_validates():
     with pytest.raises(DereverbError, match="compression"):
         FeatureConfig(compression="mel")
+
+
+def test_removed_keys_load_at_their_old_default_and_fail_clearly_otherwise():
+    """Files written before a key was removed hold it at its default (JSON: lists for tuples, 1 for
+    1.0): those load as if it were absent; any other value is one error naming the key."""
+    assert from_dict(Pruned, {"steps": 3, "scale": 1, "bands": [1, 2]}) == Pruned(steps=3)
+    assert "REMOVED" not in to_dict(Pruned())
+    with pytest.raises(RemovedKeyError, match=r"config key 'p.scale' was removed from dereverb; only its old "
+                                              r"default \(1.0\) still loads, this sets 1.5"):
+        from_dict(Pruned, {"scale": 1.5}, where="p.")
+    with pytest.raises(DereverbError, match="'bands' was removed"):
+        from_dict(Pruned, {"bands": [1, 2, 3]})
+    with pytest.raises(DereverbError, match="unknown config key 'scales'"):
+        from_dict(Pruned, {"scales": 1.0})

@@ -4,6 +4,11 @@ Every module that needs settings defines a frozen dataclass next to the code tha
 (``StftConfig`` here because every other module needs it).  This module holds the generic
 machinery: building a dataclass from a nested dict with type and key checks, so that a typo in a
 recipe or a ``--set`` flag is one clear error before any work starts.
+
+Keys that dereverb no longer has stay readable where they meant nothing: a config class lists
+them with their old defaults in ``REMOVED``, and :func:`from_dict` drops such a key when it holds
+that default (as every model file, run folder and resolved ``config.yaml`` written before the
+removal does), or raises :class:`RemovedKeyError` naming it when it holds anything else.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import yaml
 from .errors import DereverbError
 
 T = TypeVar("T")
+
+
+class RemovedKeyError(DereverbError):
+    """A config key that dereverb no longer has, set to something other than its old default."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +111,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
     """Build dataclass ``cls`` from ``data``, refusing unknown keys and wrong types.
 
-    Nested dataclass fields take nested dicts.  Missing keys keep their defaults.
+    Nested dataclass fields take nested dicts.  Missing keys keep their defaults.  Keys listed in
+    ``cls.REMOVED`` are dropped when they hold their old default (see the module docstring).
     """
-    data = dict(data or {})
+    data = _drop_removed(cls, dict(data or {}), where)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -114,6 +124,26 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
         )
     kwargs = {k: _coerce(hints[k], v, f"{where}{k}") for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _drop_removed(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    """``data`` without the keys ``cls.REMOVED`` lists; one set to another value than the old
+    default is a :class:`RemovedKeyError`."""
+    removed: dict[str, Any] = getattr(cls, "REMOVED", {})
+    for key in [k for k in data if k in removed]:
+        value = data.pop(key)
+        if _plain(value) != _plain(removed[key]):
+            raise RemovedKeyError(
+                f"config key {where + key!r} was removed from dereverb; only its old default "
+                f"({_plain(removed[key])!r}) still loads, this sets {_plain(value)!r} (use the dereverb version "
+                "that wrote it, or delete the key)"
+            )
+    return data
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON would hold it (tuples as lists), so a default compares with a loaded value."""
+    return json.loads(json.dumps(value, default=str))
 
 
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
