@@ -27,8 +27,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dereverb import audio, checkpoint, metrics, spectral  # noqa: E402
-from dereverb.baselines import WpeConfig  # noqa: E402
-from dereverb.enhance import Dereverberator, resolve_model  # noqa: E402
+from dereverb.wpe import WpeConfig  # noqa: E402
+from dereverb.enhance import Dereverberator  # noqa: E402
 from dereverb.model import DereverbModel  # noqa: E402
 
 EXPONENTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--files", type=int, default=5, help="files per condition")
     args = p.parse_args()
     torch.set_num_threads(2)
-    model = checkpoint.load(resolve_model(args.model), device="cpu").eval()
+    model = checkpoint.load(checkpoint.resolve_model(args.model), device="cpu").eval()
     if model.model_config.output != "mask":
         raise SystemExit(f"{args.model}: output {model.model_config.output!r}, not a mask model")
     if args.wpe:  # the model with WPE as its frontend, as enhance --wpe builds it

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dereverb import audio, baselines, demo  # noqa: E402
-from dereverb.baselines import WpeConfig  # noqa: E402
+from dereverb.wpe import WpeConfig  # noqa: E402
 from dereverb.enhance import DEFAULT_SHIFTS, Dereverberator  # noqa: E402
 
 RATE = demo.RATE

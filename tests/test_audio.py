@@ -146,3 +146,27 @@ def test_list_audio_recurses_and_survives_symlink_loops(tmp_path):
     (tmp_path / "a" / "b" / "loop").symlink_to(tmp_path / "a")
     found = [p.relative_to(tmp_path).as_posix() for p in audio.list_audio(tmp_path)]
     assert found == ["a/x.wav", "a/b/y.flac"]
+
+
+def test_read_segment_seeks_resamples_and_pads(tmp_path, speech):
+    """A segment of a 22.05 kHz file at 16 kHz is that part of the whole file resampled (edges
+    aside, where the resampler sees less context); past the end it is zero padded; bad files and
+    NaN in the segment are one clear error."""
+    x, sr = speech
+    path = tmp_path / "b.flac"
+    audio.write(path, audio.resample(x[: int(2.5 * sr)], sr, 22050), 22050)
+    seg = audio.read_segment(path, 1.0, 8000, 16000)
+    full = audio.read(path, 16000)[0][0]
+    assert seg.shape == (8000,) and seg.dtype == np.float32
+    assert np.abs(seg[100:-100] - full[16100:23900]).max() < 0.02
+    tail = audio.read_segment(path, 2.4, 8000, 16000)
+    assert tail.shape == (8000,) and not tail[2000:].any()
+    np.testing.assert_array_equal(audio.read_segment(path, 0.5, 100, 22050), audio.read(path)[0][0][11025:11125])
+    nan = np.zeros(1000, np.float32)
+    nan[500] = np.nan
+    audio.write(tmp_path / "nan.wav", nan, 16000, subtype="FLOAT")
+    with pytest.raises(DereverbError, match="nan.wav: contains NaN"):
+        audio.read_segment(tmp_path / "nan.wav", 0.0, 1000, 16000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF0000")
+    with pytest.raises(DereverbError, match="bad.wav: cannot decode audio"):
+        audio.read_segment(tmp_path / "bad.wav", 0.0, 10, 16000)

@@ -94,16 +94,6 @@ def test_manifests_csv_and_jsonl(tmp_path, corpus):
     assert len(jl) == 1 and jl[0].seconds == pytest.approx(2.5, abs=1e-4)
 
 
-def test_read_segment_resamples_and_pads(corpus):
-    path = str(corpus / "speech" / "sub" / "b.flac")  # 22.05 kHz, 2.5 s
-    seg = data.read_segment(path, 1.0, 8000, SR)
-    full = audio.read(path, SR)[0][0]
-    assert seg.shape == (8000,)
-    assert np.abs(seg[100:-100] - full[16100:23900]).max() < 0.02  # same audio, edges aside
-    tail = data.read_segment(path, 2.4, 8000, SR)
-    assert tail.shape == (8000,) and not tail[2000:].any()
-
-
 def test_items_finite_right_length_and_levels(corpus):
     cfg = config(corpus, level_db=(-30.0, -20.0))
     ds = data.build_train_dataset(cfg, STFT, seed=0)

@@ -16,11 +16,10 @@ import scipy.signal as ss
 from scipy import stats
 
 from dereverb import audio
-from dereverb.evaluate import EvalConfig, evaluate
 from dereverb.cli import main
 from dereverb.errors import DereverbError
-from dereverb.evaluate import write_csv
-from dereverb.report import compare_reports, confidence_interval, gains_markdown, paired_gains
+from dereverb.evaluate import EvalConfig, evaluate
+from dereverb.report import compare_reports, confidence_interval, gains_markdown, paired_gains, write_csv
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SR = 16000

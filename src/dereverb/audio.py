@@ -1,4 +1,5 @@
-"""All audio file I/O: reading, resampling, channel handling, atomic writing, block streaming.
+"""All audio file I/O: reading (whole files or a seeked segment), resampling, channel handling,
+atomic writing, block streaming.
 
 Arrays are float32 ``(channels, samples)`` in [-1, 1] full scale throughout dereverb.  Every write
 goes to a temporary file in the destination folder and is renamed into place, so a crash or a full
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -101,6 +103,29 @@ def read(
         audio = resample(audio, rate, sample_rate)
         rate = sample_rate
     return audio, int(rate)
+
+
+def read_segment(path: str | Path, start: float, n: int, sample_rate: int) -> np.ndarray:
+    """``n`` samples at ``sample_rate`` Hz from ``start`` s of a file (channel 0): float32 ``(n,)``,
+    zero padded past the file's end.
+
+    Seeks instead of decoding the whole file (a training crop costs the crop, not the file);
+    resamples only the piece that is read.  NaN or infinite samples in the piece raise
+    :class:`DereverbError`.
+    """
+    try:
+        with sf.SoundFile(str(path)) as f:
+            rate = f.samplerate
+            f.seek(min(f.frames, int(round(start * rate))))
+            need = math.ceil(n * rate / sample_rate) + (16 if rate != sample_rate else 0)
+            x = f.read(need, dtype="float32", always_2d=True)[:, 0]
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise DereverbError(f"{path}: cannot decode audio ({e})") from e
+    if not np.isfinite(x).all():
+        raise DereverbError(f"{path}: contains NaN or infinite samples")
+    if rate != sample_rate and len(x):
+        x = resample(x, rate, sample_rate)
+    return np.pad(x[:n], (0, max(0, n - len(x))))
 
 
 def resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

@@ -13,33 +13,14 @@ All take and return float ``(S,)`` arrays at one rate; outputs have the input's 
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import scipy.signal as ss
 
 from .errors import DereverbError
+from .wpe import WpeConfig
 
 BASELINES = ("unprocessed", "wpe", "oracle-magnitude")
 NEEDS_CLEAN = ("oracle-magnitude",)
-
-
-@dataclasses.dataclass(frozen=True)
-class WpeConfig:
-    """nara_wpe settings (defaults tuned for 16 kHz): filter ``taps`` and ``delay`` in STFT frames,
-    EM ``iterations``; Hann STFT of ``n_fft`` points every ``hop_length`` samples."""
-
-    taps: int = 40
-    delay: int = 3
-    iterations: int = 3
-    n_fft: int = 512
-    hop_length: int = 128
-
-    def __post_init__(self) -> None:
-        if self.taps < 1 or self.delay < 1 or self.iterations < 1:
-            raise DereverbError("wpe: taps, delay and iterations must be at least 1")
-        if not 0 < self.hop_length <= self.n_fft // 2:
-            raise DereverbError("wpe: hop_length must be in 1..n_fft/2")
 
 
 def _stft(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ META_KEY = "dereverb"
 SUFFIX = ".safetensors"
 # Names inside a run folder, in the order :func:`resolve` tries them.
 RUN_FILES = ("best.safetensors", "last.safetensors")
+PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 
 
 def save(path: str | Path, model: DereverbModel, meta: dict[str, Any] | None = None) -> None:
@@ -61,6 +63,26 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+def resolve_model(spec: str | Path | None) -> Path:
+    """A model file or run folder from ``--model NAME|PATH`` (``None``: the bundled default)."""
+    name = "default" if spec is None else str(spec)
+    if spec is not None and Path(name).exists():
+        return Path(name)
+    bundled = PRETRAINED_DIR / f"{name}.safetensors"
+    if os.sep not in name and bundled.is_file():
+        return bundled
+    if name == "default":
+        raise DereverbError(
+            f"{bundled}: the bundled model is not installed; pass --model PATH "
+            "(a .safetensors checkpoint, a run folder or an exported .onnx file)"
+        )
+    names = sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+    raise DereverbError(
+        f"{name}: no such model file or run folder, nor a bundled model name "
+        f"(bundled: {', '.join(names) or 'none'})"
+    )
 
 
 def resolve(path: str | Path) -> Path:

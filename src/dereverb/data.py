@@ -20,7 +20,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
@@ -182,27 +181,6 @@ def scan_speech(paths: Sequence[str | Path], min_seconds: float = 0.0, strict: b
     return utts
 
 
-def read_segment(path: str, start: float, n: int, sample_rate: int) -> np.ndarray:
-    """``n`` samples at ``sample_rate`` Hz from ``start`` s of a file (channel 0), zero padded.
-
-    Seeks instead of decoding the whole file; resamples only the piece that is read.  NaN or
-    infinite samples in the piece raise :class:`DereverbError`.
-    """
-    try:
-        with sf.SoundFile(path) as f:
-            rate = f.samplerate
-            f.seek(min(f.frames, int(round(start * rate))))
-            need = math.ceil(n * rate / sample_rate) + (16 if rate != sample_rate else 0)
-            x = f.read(need, dtype="float32", always_2d=True)[:, 0]
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise DereverbError(f"{path}: cannot decode audio ({e})") from e
-    if not np.isfinite(x).all():
-        raise DereverbError(f"{path}: contains NaN or infinite samples")
-    if rate != sample_rate and len(x):
-        x = audio.resample(x, rate, sample_rate)
-    return np.pad(x[:n], (0, max(0, n - len(x))))
-
-
 def _level(x: np.ndarray) -> float:
     return 10 * math.log10(float(np.mean(np.square(x, dtype=np.float64))) + 1e-20)
 
@@ -234,7 +212,7 @@ def set_level(reverb: np.ndarray, clean: np.ndarray, level_db: tuple[float, floa
 
 class SpeechCache:
     """Whole decoded files (float32 at ``sample_rate``), least recently used dropped beyond
-    ``budget_mb``; :meth:`segment` is :func:`read_segment` served from memory."""
+    ``budget_mb``; :meth:`segment` is :func:`audio.read_segment` served from memory."""
 
     def __init__(self, budget_mb: int, sample_rate: int):
         self.budget, self.sample_rate = budget_mb * 2**20, sample_rate
@@ -319,7 +297,7 @@ class ReverbPairs(IterableDataset):
             try:
                 at = start - ctx / self.sample_rate
                 x = (self.cache.segment(utt.path, at, ctx + n) if self.cache
-                     else read_segment(utt.path, at, ctx + n, self.sample_rate))
+                     else audio.read_segment(utt.path, at, ctx + n, self.sample_rate))
             except DereverbError:
                 continue  # the file broke after the scan; draw another
             crop = x[ctx:]
@@ -340,7 +318,7 @@ class ReverbPairs(IterableDataset):
         start = float(rng.uniform(0.0, max(0.0, item.seconds - have / self.sample_rate)))
         try:
             x = (self.cache.segment(item.path, start, have) if self.cache
-                 else read_segment(item.path, start, have, self.sample_rate))
+                 else audio.read_segment(item.path, start, have, self.sample_rate))
         except DereverbError:
             return np.zeros(n, np.float32)  # broke after the scan: this pair stays noise-free
         return np.resize(x, n) if len(x) else np.zeros(n, np.float32)

@@ -17,7 +17,6 @@ import copy
 import dataclasses
 import glob
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,13 +26,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import audio, spectral
-from .baselines import WpeConfig
+from . import audio, checkpoint, spectral
+from .checkpoint import PRETRAINED_DIR, resolve_model  # noqa: F401  (PRETRAINED_DIR: where bundled models live)
 from .chunking import ChunkConfig, Fifo, OverlapAdd, StreamResampler
 from .errors import DereverbError
 from .outputs import check_target, make_folder, plan_outputs, probe_writable, scratch_file
+from .wpe import WpeConfig
 
-PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 PHASES = ("reverberant", "griffinlim", "model")
 BACKENDS = ("torch", "onnx")
 OUTPUT_RATES = ("input", "model")
@@ -43,26 +42,6 @@ PEAK = 10 ** (-0.1 / 20)  # an output that would clip is scaled to this peak (-0
 MAX_GAIN = 10.0
 # Network passes per segment at offsets over the U-Net's grid (``Dereverberator(shifts=...)``).
 DEFAULT_SHIFTS = 2
-
-
-def resolve_model(spec: str | Path | None) -> Path:
-    """A model file or run folder from ``--model NAME|PATH`` (``None``: the bundled default)."""
-    name = "default" if spec is None else str(spec)
-    if spec is not None and Path(name).exists():
-        return Path(name)
-    bundled = PRETRAINED_DIR / f"{name}.safetensors"
-    if os.sep not in name and bundled.is_file():
-        return bundled
-    if name == "default":
-        raise DereverbError(
-            f"{bundled}: the bundled model is not installed; pass --model PATH "
-            "(a .safetensors checkpoint, a run folder or an exported .onnx file)"
-        )
-    names = sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
-    raise DereverbError(
-        f"{name}: no such model file or run folder, nor a bundled model name "
-        f"(bundled: {', '.join(names) or 'none'})"
-    )
 
 
 def inference_net(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -169,7 +148,7 @@ class Dereverberator:
         ``backend="onnx"`` runs the network with onnxruntime (a checkpoint is exported in memory;
         an ``.onnx`` file always runs there).
         """
-        from . import checkpoint, export
+        from . import export  # onnx and onnxruntime only when asked for
 
         if backend not in BACKENDS:
             raise DereverbError(f"--backend {backend}: choose {' or '.join(BACKENDS)}")

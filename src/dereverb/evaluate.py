@@ -32,14 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import audio
+from . import audio, report
 from .baselines import BASELINES, NEEDS_CLEAN, WpeConfig, run_baseline
 from .errors import DereverbError
+from .report import LOWER_IS_BETTER, read_csv, safe_name, write_csv  # noqa: F401  (the per-file CSV's format)
 
 INTRUSIVE = ("pesq", "stoi", "estoi", "si_sdr", "cd", "llr", "fwsegsnr")
 NON_INTRUSIVE = ("srmr", "dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak", "t60_est", "drr_est")
 ALL_METRICS = INTRUSIVE + NON_INTRUSIVE
-LOWER_IS_BETTER = frozenset({"cd", "llr", "t60_est"})
 CONDITIONS_CSV = "conditions.csv"
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 OUTPUT_AUDIO = ("assets", "enhanced")  # sub-folders of OUT that hold audio evaluate wrote
@@ -259,11 +259,7 @@ def _save_example(folder: Path, reverb, clean, signals: dict, rate: int) -> None
         audio.write(folder / "clean.wav", clean * gain, rate)
     for label, sig in signals.items():
         if label != "unprocessed":
-            audio.write(folder / f"{_safe(label)}.wav", sig * gain, rate)
-
-
-def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+            audio.write(folder / f"{safe_name(label)}.wav", sig * gain, rate)
 
 
 # --- the whole run -------------------------------------------------------------------------------
@@ -276,7 +272,7 @@ def run_model(model: str, items: list[Item], reverb_dir: Path, out_dir: Path,
 
     label = "model" if model in ("", "default") else f"model:{Path(model).stem}"
     enhancer = Dereverberator.from_pretrained(model, device="auto", shifts=DEFAULT_SHIFTS if shifts is None else shifts)
-    folder = out_dir / "enhanced" / _safe(label)
+    folder = out_dir / "enhanced" / safe_name(label)
     from tqdm import tqdm
 
     for item in tqdm(items, unit="file", desc=f"enhance ({label})", disable=None):
@@ -291,8 +287,6 @@ def evaluate(reverb_dir: str | Path, out_dir: str | Path, clean_dir: str | Path 
     """Score the baselines, ``model`` and precomputed ``systems`` (label -> folder) on the files of
     ``reverb_dir`` (against ``clean_dir`` when given) and write CSV, markdown and HTML to
     ``out_dir``."""
-    from . import report
-
     reverb_dir, out_dir = Path(reverb_dir), Path(out_dir)
     clean = Path(clean_dir) if clean_dir is not None else None
     dirs = {label: Path(d) for label, d in (systems or {}).items()}
@@ -337,7 +331,7 @@ def _run(items, cfg, names, out_dir, examples, progress) -> tuple[list[dict], li
     from tqdm import tqdm
 
     def save(it: Item) -> Path | None:
-        return out_dir / "assets" / _safe(it.key) if it.key in examples else None
+        return out_dir / "assets" / safe_name(it.key) if it.key in examples else None
 
     rows, notes = [], []
     bar = tqdm(total=len(items), unit="file", desc="evaluate", disable=None if progress else True)
@@ -375,23 +369,3 @@ def _one_thread_each():
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
-
-
-def write_csv(path: Path, rows: list[dict], names: tuple[str, ...]) -> None:
-    """One row per file x system; NaN written as an empty cell; full float precision."""
-    with audio.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "condition", "system", *names])
-        for r in rows:
-            w.writerow([r["file"], r["condition"], r["system"],
-                        *("" if math.isnan(v := r.get(n, math.nan)) else repr(float(v)) for n in names)])
-
-
-def read_csv(path: str | Path) -> tuple[list[dict], tuple[str, ...]]:
-    """Inverse of :func:`write_csv`: rows with float metrics (empty cells are NaN)."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        names = tuple(c for c in reader.fieldnames or () if c not in ("file", "condition", "system"))
-        rows = [{**{k: r[k] for k in ("file", "condition", "system")},
-                 **{n: float(r[n]) if r[n] else math.nan for n in names}} for r in reader]
-    return rows, names

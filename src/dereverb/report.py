@@ -1,4 +1,6 @@
-"""Summaries of an evaluation: means with 95% confidence intervals, markdown, JSON and HTML.
+"""Summaries of an evaluation: the per-file CSV, means with 95% confidence intervals, markdown,
+JSON and HTML.  :mod:`dereverb.evaluate` scores the files and calls this module; it never calls
+back.
 
 The interval is Student's t: ``mean +- t_{0.975, n-1} s / sqrt(n)`` over the files of one
 condition x system where the metric is defined (NaN values are left out and ``n`` counts the
@@ -12,6 +14,7 @@ audio (WAV) of the example files sit beside it in ``assets/``; no script or styl
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
@@ -28,6 +31,7 @@ LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR (d
           "dnsmos_ovrl": "DNSMOS OVRL", "dnsmos_sig": "DNSMOS SIG", "dnsmos_bak": "DNSMOS BAK",
           "t60_est": "T60 est. (s)", "drr_est": "DRR est. (dB)"}
 ALL = "all"
+LOWER_IS_BETTER = frozenset({"cd", "llr", "t60_est"})
 
 
 def confidence_interval(values, level: float = 0.95) -> tuple[float, float, int]:
@@ -73,8 +77,6 @@ def paired_gains(rows: list[dict], metrics: tuple[str, ...], systems: tuple[str,
     differences, per condition and over all.  Pairing removes the spread between files, so a gain
     can be certain while the two systems' own intervals overlap.  Empty if ``baseline`` is absent.
     """
-    from .evaluate import LOWER_IS_BETTER
-
     base = {r["file"]: r for r in rows if r["system"] == baseline}
     out = []
     for cond in conditions_of(rows) if base else []:
@@ -104,7 +106,6 @@ def compare_reports(new: str | Path, old: str | Path, new_system: str | None = N
     or metric.
     """
     from .errors import DereverbError
-    from .evaluate import read_csv
 
     tables = []
     for folder, system in ((new, new_system), (old, old_system)):
@@ -173,8 +174,6 @@ def cell(entry: dict, extra_digits: int = 0) -> str:
 
 
 def header(metric: str) -> str:
-    from .evaluate import LOWER_IS_BETTER
-
     return f"{LABELS.get(metric, metric)} {'↓' if metric in LOWER_IS_BETTER else '↑'}"
 
 
@@ -283,10 +282,8 @@ def write_all(result, examples: list[str]) -> None:
 
 
 def _example_html(out: Path, key: str, systems: tuple[str, ...]) -> str:
-    from .evaluate import _safe
-
-    folder = out / "assets" / _safe(key)
-    order = ["reverb"] + [_safe(s) for s in systems if s != "unprocessed"] + ["clean"]
+    folder = out / "assets" / safe_name(key)
+    order = ["reverb"] + [safe_name(s) for s in systems if s != "unprocessed"] + ["clean"]
     files = [(name, folder / f"{name}.wav") for name in order if (folder / f"{name}.wav").is_file()]
     if not files:
         return ""
@@ -333,3 +330,28 @@ def html_report(summary: list[dict], result, examples: list[str]) -> str:
             f"<h2>Examples</h2>{examples_html or '<p>none</p>'}"
             f"<h2>Notes</h2><details><summary>{len(result.notes)} note(s)</summary><ul>{notes}</ul></details>"
             f"</body></html>\n")
+
+
+def safe_name(label: str) -> str:
+    """``label`` as a file name: characters other than letters, digits and ``-_.`` become ``_``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+
+
+def write_csv(path: Path, rows: list[dict], names: tuple[str, ...]) -> None:
+    """One row per file x system; NaN written as an empty cell; full float precision."""
+    with audio.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "condition", "system", *names])
+        for r in rows:
+            w.writerow([r["file"], r["condition"], r["system"],
+                        *("" if math.isnan(v := r.get(n, math.nan)) else repr(float(v)) for n in names)])
+
+
+def read_csv(path: str | Path) -> tuple[list[dict], tuple[str, ...]]:
+    """Inverse of :func:`write_csv`: rows with float metrics (empty cells are NaN)."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        names = tuple(c for c in reader.fieldnames or () if c not in ("file", "condition", "system"))
+        rows = [{**{k: r[k] for k in ("file", "condition", "system")},
+                 **{n: float(r[n]) if r[n] else math.nan for n in names}} for r in reader]
+    return rows, names

@@ -1,6 +1,6 @@
 """The run folder of a training run: the checks before a run writes there, and what it writes.
 
-``config.yaml`` (the resolved :class:`~dereverb.train.RunConfig`), ``train.log`` (every
+``config.yaml`` (the resolved :class:`~dereverb.train.RunConfig`, given as a dict), ``train.log`` (every
 ``log_every`` steps and each validation), ``tb/`` (TensorBoard scalars, when tensorboard is
 installed) and ``samples/step_NNNNNNN/`` (audio and dB spectrograms of a few validation items).
 Model files and the resume state are written by :mod:`dereverb.train` through
@@ -11,46 +11,47 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
 
 from . import audio
 from .audio import atomic_path
-from .config import from_dict, to_dict
+from .config import RemovedKeyError, from_dict, to_dict
 from .errors import DereverbError
 
 if TYPE_CHECKING:
     from .model import DereverbModel
-    from .train import RunConfig
 
 
-def check_outside_data(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse a run folder inside a data folder: its audio samples would become training data."""
-    inputs = [*cfg.data.speech, *cfg.data.rirs, *cfg.valid.speech, *cfg.valid.rirs,
-              cfg.source.clean_dir, cfg.source.reverb_dir]
+def check_outside_data(run_dir: Path, inputs: Iterable[str]) -> None:
+    """Refuse a run folder inside one of the data folders ``inputs`` (paths; empty ones are
+    ignored): its audio samples would become training data."""
     for folder in (Path(p) for p in inputs if p):
         if folder.is_dir() and run_dir.resolve().is_relative_to(folder.resolve()):
             raise DereverbError(f"{run_dir}: the run folder is inside the data folder {folder}, where its "
                                 "audio samples would become training data; use another --run-dir")
 
 
-def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
-    """Refuse to resume a run whose model, STFT or features differ from ``cfg``.
+def check_run_dir(run_dir: Path, sections: dict[str, Any]) -> None:
+    """Refuse to resume a run whose model, STFT or features differ from this run's ``sections``
+    (``{"stft": StftConfig, "features": FeatureConfig, "model": ModelConfig}``).
 
     The saved sections are read with today's defaults, so a field added since the run started
-    (at its default) does not count as a difference.
+    (at its default), or removed since (at its old default), does not count as a difference.
     """
     old = run_dir / "config.yaml"
     if not (old.is_file() and (run_dir / "state.pt").is_file()):
         return
     saved = yaml.safe_load(old.read_text()) or {}
-    for key in ("stft", "features", "model"):
-        ours = getattr(cfg, key)
+    for key, ours in sections.items():
         try:
-            theirs = to_dict(from_dict(type(ours), saved.get(key)))
+            theirs = to_dict(from_dict(type(ours), saved.get(key), where=f"{key}."))
+        except RemovedKeyError as e:
+            raise DereverbError(f"{run_dir}: cannot resume this run: {e}") from e
         except DereverbError:  # a key this version does not know, or a bad value
             theirs = saved.get(key)
         if theirs != to_dict(ours):
@@ -61,7 +62,7 @@ def check_run_dir(run_dir: Path, cfg: RunConfig) -> None:
 class RunLog:
     """Console (tqdm), ``train.log``, TensorBoard and ``config.yaml`` of a run; silent off rank 0."""
 
-    def __init__(self, run_dir: Path, cfg: RunConfig, enabled: bool, progress: bool):
+    def __init__(self, run_dir: Path, config: dict[str, Any], enabled: bool, progress: bool):
         self.enabled, self.show_bar, self.bar, self.tb = enabled, progress and enabled, None, None
         if not enabled:
             return
@@ -72,7 +73,7 @@ class RunLog:
         for stale in run_dir.rglob(".*.tmp"):  # temp files of a run killed mid-write
             stale.unlink(missing_ok=True)
         with atomic_path(run_dir / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            tmp.write_text(yaml.safe_dump(config, sort_keys=False))
         self.file = open(run_dir / "train.log", "a")
         try:
             from torch.utils.tensorboard import SummaryWriter

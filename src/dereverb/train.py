@@ -31,10 +31,9 @@ from torch.utils.data import DataLoader, IterableDataset, Subset
 from . import checkpoint, losses
 from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, require, to_dict
 from .data import DataConfig, build_train_dataset, build_valid_set
-from .enhance import resolve_model
-from .paired import PairedFolder
 from .errors import DereverbError
 from .model import DereverbModel, ModelConfig, PatchDiscriminator, autocast, autocast_dtype, model_config
+from .paired import PairedFolder
 from .runlog import RunLog, check_outside_data, check_run_dir, write_samples
 from .validation import unprocessed, validate
 
@@ -314,11 +313,12 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     tc = cfg.train
     rank, world, device = _distributed(tc.device)
     run_dir = Path(run_dir)
-    check_run_dir(run_dir, cfg)
+    check_run_dir(run_dir, {"stft": cfg.stft, "features": cfg.features, "model": cfg.model})
     train_set = _train_source(cfg, rank, world)
-    check_outside_data(run_dir, cfg)
+    check_outside_data(run_dir, [*cfg.data.speech, *cfg.data.rirs, *cfg.valid.speech, *cfg.valid.rirs,
+                                 cfg.source.clean_dir, cfg.source.reverb_dir])
     valid = _valid_set(cfg, train_set) if rank == 0 else []
-    log = RunLog(run_dir, cfg, enabled=rank == 0, progress=tc.progress)
+    log = RunLog(run_dir, to_dict(cfg), enabled=rank == 0, progress=tc.progress)
 
     torch.manual_seed(tc.seed)
     model = DereverbModel(cfg.stft, cfg.features, cfg.model).to(device)
@@ -460,7 +460,7 @@ def _init_from(model: DereverbModel, spec: str) -> bool:
     """Copy checkpoint ``spec``'s network weights into ``model`` (same STFT and architecture, the
     parameter-free ``model.antialias`` aside), and its normaliser too when both compress alike;
     returns whether the normaliser was copied."""
-    src = checkpoint.load(resolve_model(spec))
+    src = checkpoint.load(checkpoint.resolve_model(spec))
     arch = dataclasses.replace(src.model_config, antialias=model.model_config.antialias)
     if (src.stft_config, arch) != (model.stft_config, model.model_config):
         raise DereverbError(f"train.init {spec}: its stft/model sections differ from this run's")

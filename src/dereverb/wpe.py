@@ -16,8 +16,32 @@ solve on the model's own STFT, in the model's dtype and on its device (``benchma
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import Tensor
+
+from .errors import DereverbError
+
+@dataclasses.dataclass(frozen=True)
+class WpeConfig:
+    """Single-channel WPE settings (defaults tuned for 16 kHz): filter ``taps`` and ``delay`` in
+    STFT frames, ``iterations`` of the power estimate.  ``enhance --wpe`` runs :func:`wpe` with
+    them on the model's own STFT; the ``wpe`` baseline (:func:`dereverb.baselines.wpe`, nara_wpe)
+    on a Hann STFT of ``n_fft`` points every ``hop_length`` samples."""
+
+    taps: int = 40
+    delay: int = 3
+    iterations: int = 3
+    n_fft: int = 512
+    hop_length: int = 128
+
+    def __post_init__(self) -> None:
+        if self.taps < 1 or self.delay < 1 or self.iterations < 1:
+            raise DereverbError("wpe: taps, delay and iterations must be at least 1")
+        if not 0 < self.hop_length <= self.n_fft // 2:
+            raise DereverbError("wpe: hop_length must be in 1..n_fft/2")
+
 
 # Relative diagonal loading of each K x K correlation matrix (a ridge of 1e-6 of its mean diagonal):
 # keeps silent bins (zero padding, band-limited input) solvable and the complex64 statistics stable.

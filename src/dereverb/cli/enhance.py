@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from ..baselines import WpeConfig
+    from ..wpe import WpeConfig
     from ..enhance import DEFAULT_SHIFTS, Dereverberator
 
     d = Dereverberator.from_pretrained(args.model, device=args.device, phase=args.phase,

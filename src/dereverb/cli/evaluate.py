@@ -50,7 +50,7 @@ def _split(text: str) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..baselines import WpeConfig
+    from ..wpe import WpeConfig
     from ..evaluate import EvalConfig, evaluate
 
     cfg = EvalConfig(baselines=_split(args.baselines), metrics=_split(args.metrics), sample_rate=args.rate,

@@ -20,10 +20,9 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .. import checkpoint, export
-    from ..enhance import resolve_model
     from ..errors import DereverbError
 
-    source = resolve_model(args.model)
+    source = checkpoint.resolve_model(args.model)
     if source.suffix == ".onnx":
         raise DereverbError(f"{source}: already an ONNX model; --model takes a checkpoint or run folder")
     if Path(args.output).resolve() == source.resolve():

@@ -19,13 +19,12 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from .. import audio, checkpoint
-    from ..enhance import resolve_model
     from ..errors import DereverbError
 
     if not args.inputs and not args.model:
         raise DereverbError("nothing to show: give audio files or folders, or --model NAME|PATH")
     for spec in args.model:
-        path = resolve_model(spec)
+        path = checkpoint.resolve_model(spec)
         print(json.dumps(checkpoint.read_meta(path), indent=1) if args.json
               else checkpoint.describe(path), end="\n" if args.json else "")
     for root in args.inputs:
