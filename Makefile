@@ -23,7 +23,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Scripts that score a paired test set (dereverb make-testset) run with `make bench-testset TESTSET=DIR`.
-TESTSET_BENCH = benchmarks/mask_ceiling.py benchmarks/mask_strength.py benchmarks/dnn_wpe.py
+TESTSET_BENCH = benchmarks/mask_ceiling.py benchmarks/mask_strength.py
 
 bench: $(STAMP)
 	for f in $(filter-out $(TESTSET_BENCH),$(wildcard benchmarks/*.py)); do $(PY) $$f || exit 1; done

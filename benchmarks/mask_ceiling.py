@@ -1,10 +1,11 @@
 """How much does bounding the magnitude mask cost? The oracle ceiling per condition.
 
 For each file of a paired test set (``dereverb make-testset``), the ideal mask |clean| / |reverb|
-(the model's STFT, 512/128 Hann) is clipped at ``mask_max`` and applied to the reverberant STFT
-(reverberant phase), which is the best any ``output: mask`` model with that bound can do.  Prints
-mean PESQ-WB and cepstral distance per condition for ``mask_max`` 1, 1.5, 2 and unbounded, with
-the unprocessed input, so a bound's cost can be weighed against what a model reaches.
+(the model's STFT, 512/128 Hann) is clipped at a bound and applied to the reverberant STFT
+(reverberant phase), which is the best any mask model with that bound can do (``output: mask``
+models are bounded at 1).  Prints mean PESQ-WB and cepstral distance per condition for the bounds
+1, 1.5, 2 and unbounded, with the unprocessed input, so a bound's cost can be weighed against what
+a model reaches.
 
     python benchmarks/mask_ceiling.py TESTSET [--files 5]
 """

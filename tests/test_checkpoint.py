@@ -6,12 +6,14 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from dereverb import checkpoint
 from dereverb.config import FeatureConfig, StftConfig
 from dereverb.errors import DereverbError
-from dereverb.model import DereverbModel, model_config
+from dereverb.model import DereverbModel, ModelConfig, model_config
+from dereverb.train import TrainConfig, load_config
 
 
 def _model(output="mapping"):
@@ -131,10 +133,63 @@ def test_describe_and_info_say_what_a_model_file_holds(tmp_path, capsys):
                                                                        "loss": "l1", "ema_decay": 0.999}})
     text = checkpoint.describe(tmp_path)  # a run folder resolves to its best file
     assert text.startswith(str(tmp_path / "best.safetensors"))
-    assert f"mask output, 4 levels, 8->48 channels, 3x3, batch norm, antialias none; {count_parameters(model.net):,} parameters" in text
+    assert f"mask output, 4 levels, 8->48 channels, 3x3, batch norm; {count_parameters(model.net):,} parameters" in text
     assert "STFT 256/64 hann at 16000 Hz, 128 bins; log (floor -100 dB)" in text
-    assert "step 12 of 40, batch 4, lr 0.003, loss l1, weight average 0.999" in text and "si_sdr 3.500" in text
+    assert "step 12 of 40, batch 4, lr 0.003, weight average 0.999" in text and "si_sdr 3.500" in text
     assert main(["info", "--model", str(tmp_path)]) == 0 and capsys.readouterr().out == text
     assert main(["info", "--model", str(tmp_path), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"] == {"si_sdr": 3.5}
     assert main(["info"]) == 2 and "nothing to show" in capsys.readouterr().err
+
+
+def _as_written_before(src, dst, **sections):
+    """A copy of model file ``src`` whose metadata sections also hold ``sections``' keys, as files
+    written by older versions do (the weights and their checksum unchanged)."""
+    with safe_open(str(src), framework="pt") as f:
+        doc = json.loads(f.metadata()[checkpoint.META_KEY])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    for name, keys in sections.items():
+        doc[name] = {**doc.get(name, {}), **keys}
+    save_file(tensors, str(dst), metadata={checkpoint.META_KEY: json.dumps(doc)})
+    return dst
+
+
+OLD_MODEL_KEYS = {"dropout_levels": 3, "output_activation": "auto", "mask_max": 1.0, "antialias": "none"}
+OLD_TRAIN_KEYS = {"loss": "l1", "mrstft_weight": 0.0, "log_mag_weight": 0.0, "si_sdr_weight": 0.0,
+                  "weight_decay": 0.0001, "betas": [0.9, 0.999], "grad_clip": 5.0, "device": "auto",
+                  "valid_seed": 1234, "best_metric": "si_sdr"}
+OLD_DATA_KEYS = {"level_db": [-35.0, -15.0], "min_rms_db": -50.0, "epoch_size": 0,
+                 "noise_slope_range": [-6.0, 0.0], "decay_scales": []}
+
+
+def test_old_files_with_removed_keys_at_their_defaults_load_and_run_alike(tmp_path):
+    """Keys removed from the configs still load where they hold the value every file of their time
+    held (the old default); the model is the same and gives the same output."""
+    model = _model("mask")
+    checkpoint.save(tmp_path / "new.safetensors", model, {"step": 3, "train": {"steps": 5}})
+    old = _as_written_before(tmp_path / "new.safetensors", tmp_path / "old.safetensors", model=OLD_MODEL_KEYS,
+                             train=OLD_TRAIN_KEYS, data=OLD_DATA_KEYS)
+    again = checkpoint.load(old)
+    assert again.model_config == model.model_config
+    wave = torch.randn(1, 3000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(again.enhance_wave(wave), model.enhance_wave(wave))
+    assert "mask output" in checkpoint.describe(old)
+    assert OLD_MODEL_KEYS == ModelConfig.REMOVED and OLD_TRAIN_KEYS == TrainConfig.REMOVED  # the whole list
+    # a run folder's config.yaml from then, used as a recipe, loads too
+    yaml_text = json.dumps({"model": {"preset": "tiny", **OLD_MODEL_KEYS}, "train": OLD_TRAIN_KEYS,
+                            "data": OLD_DATA_KEYS, "valid": OLD_DATA_KEYS, "source": {"align": True}})
+    (tmp_path / "config.yaml").write_text(yaml_text)  # JSON is YAML
+    assert load_config(tmp_path / "config.yaml") == load_config(None, ["model.preset=tiny"])
+
+
+@pytest.mark.parametrize("section, key, value", [("model", "antialias", "time"), ("model", "mask_max", 2.0)])
+def test_a_removed_key_with_another_value_is_one_clear_error(tmp_path, section, key, value):
+    checkpoint.save(tmp_path / "new.safetensors", _model())
+    old = _as_written_before(tmp_path / "new.safetensors", tmp_path / "old.safetensors", **{section: {key: value}})
+    for load in (checkpoint.load, checkpoint.describe):
+        with pytest.raises(DereverbError) as err:
+            load(old)
+        message = str(err.value)
+        assert message.startswith(f"{old}: config key '{section}.{key}' was removed from dereverb")
+        assert f"this sets {value!r}" in message and "\n" not in message

@@ -3,6 +3,7 @@ alignment) and paired folders, on tiny generated signals."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -95,14 +96,14 @@ def test_manifests_csv_and_jsonl(tmp_path, corpus):
 
 
 def test_items_finite_right_length_and_levels(corpus):
-    cfg = config(corpus, level_db=(-30.0, -20.0))
-    ds = data.build_train_dataset(cfg, STFT, seed=0)
+    ds = data.build_train_dataset(config(corpus), STFT, seed=0)
+    low, high = data.LEVEL_DB
     for item in take(ds, 40):
         r, c = item["reverb"].numpy(), item["clean"].numpy()
         assert r.shape == c.shape == (8000,) and r.dtype == np.float32
         assert np.isfinite(r).all() and np.isfinite(c).all()
         assert max(np.abs(r).max(), np.abs(c).max()) <= 0.99 + 1e-6
-        assert -30.01 <= 10 * np.log10(np.mean(r.astype(np.float64) ** 2)) <= -19.99
+        assert low - 0.01 <= 10 * np.log10(np.mean(r.astype(np.float64) ** 2)) <= high + 0.01
 
 
 def test_items_aligned_on_real_speech_and_rir(tmp_path):
@@ -131,16 +132,15 @@ def test_ranks_differ(corpus):
     assert not any(torch.equal(x["reverb"], y["reverb"]) for x, y in zip(r0, r1))
 
 
-def test_workers_differ_reproducibly_and_epoch_size_is_exact(corpus):
-    cfg = config(corpus, epoch_size=10)
-    ds = data.build_train_dataset(cfg, STFT, seed=3)
+def test_workers_differ_reproducibly(corpus):
+    ds = data.build_train_dataset(config(corpus), STFT, seed=3)
 
     def run():
         loader = DataLoader(ds, batch_size=None, num_workers=2)
-        return [item["reverb"] for item in loader]
+        return [item["reverb"] for item in itertools.islice(loader, 10)]
 
     first, again = run(), run()
-    assert len(first) == 10 == len(ds)
+    assert len(first) == 10
     assert all(torch.equal(x, y) for x, y in zip(first, again))
     assert not torch.equal(first[0], first[1])  # worker 0 and worker 1 start differently
     ds.set_epoch(1)
@@ -316,18 +316,6 @@ def test_drr_prob_rescales_room_tails_into_range(corpus, monkeypatch):
     assert all(torch.isfinite(it["reverb"]).all() for it in items)
     with pytest.raises(DereverbError, match="drr_range"):
         config(corpus, drr_range=(6.0, 4.0))
-
-
-def test_decay_scales_add_shortened_copies_of_the_measured_rirs(corpus):
-    plain, _ = data.load_rir_sets(config(corpus), 16000)
-    measured, _ = data.load_rir_sets(config(corpus, decay_scales=(0.5, 0.8)), 16000)
-    assert len(measured) == 3 * len(plain) and [r.name for r in measured[: len(plain)]] == [r.name for r in plain]
-    by_name = {r.name: r for r in plain}
-    for rir, scale in zip(measured[len(plain) :], [0.5] * len(plain) + [0.8] * len(plain)):
-        base = by_name[rir.name.removesuffix(f"@t60x{scale:g}")]
-        assert rir.meta["decay_scale"] == scale and rir.t30 == pytest.approx(scale * base.t30, rel=0.15)
-    with pytest.raises(DereverbError, match="decay_scales"):
-        config(corpus, decay_scales=(1.2,))
 
 
 def test_speech_cache_serves_the_same_pairs_and_stays_in_budget(corpus):

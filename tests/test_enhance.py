@@ -15,7 +15,7 @@ from dereverb import audio, checkpoint
 from dereverb.chunking import ChunkConfig, OverlapAdd
 from dereverb.enhance import PEAK, PRETRAINED_DIR, Dereverberator, mirror_frames
 from dereverb.errors import DereverbError
-from dereverb.model import DereverbModel, model_config
+from dereverb.wpe import WpeConfig, wpe
 from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 SMALL_CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)  # tiny model grid: 16
@@ -248,22 +248,6 @@ def test_shifts_average_passes_over_the_grid_on_mirrored_input(reverberant):
             Dereverberator(model, "cpu", shifts=bad)
 
 
-def test_an_antialiased_model_enhances_with_its_batch_norms_folded(reverberant):
-    """The inference copy (batch norms folded into the convolutions, NHWC) keeps the blur: one pass
-    on a grid-length input equals the training-time ``enhance_wave``, and differs from the plain net."""
-    plain = tiny_model("mask")
-    model = DereverbModel(plain.stft_config, plain.feature_config, model_config("tiny", output="mask", antialias="time"))
-    model.load_state_dict(plain.state_dict())
-    model.eval()
-    x = reverberant[: 159 * 128]  # 160 frames: ten grids of 16, nothing to pad
-    got = Dereverberator(model, "cpu", chunk=ChunkConfig(chunk_frames=0), shifts=1)(x, 16000)
-    with torch.no_grad():
-        ref = model.enhance_wave(torch.from_numpy(x)[None])[0].numpy()
-        without = plain.enhance_wave(torch.from_numpy(x)[None])[0].numpy()
-    assert rel_rms(got, ref) < 1e-5
-    assert rel_rms(without, ref) > 1e-3
-
-
 @pytest.mark.parametrize("n, left, right", [(5, 2, 3), (3, 0, 9), (1, 4, 4), (7, 0, 0)])
 def test_mirror_frames_is_reflection_even_past_the_length(n, left, right):
     x = torch.arange(2 * n, dtype=torch.float32).reshape(1, 2, n)
@@ -282,7 +266,6 @@ def test_wpe_cascade_is_the_model_with_a_wpe_frontend(reverberant):
     frontend model, and it changes the output.  Chunked, WPE re-estimates its filters per segment
     (2.5 s here, 16 s by default), so it is only closer to the whole-signal cascade than to the
     model without WPE."""
-    from dereverb.baselines import WpeConfig
 
     x, cfg = reverberant[:48000], WpeConfig(taps=10, iterations=2)
     whole = ChunkConfig(chunk_frames=0)
@@ -304,8 +287,6 @@ def test_a_wpe_frontend_model_runs_wpe_before_its_network(reverberant, tmp_path)
     output, the same through the Dereverberator, ONNX and a checkpoint; ``--wpe`` on top of it is
     refused."""
     from dereverb import export
-    from dereverb.baselines import WpeConfig
-    from dereverb.wpe import wpe
 
     x = torch.from_numpy(reverberant[:32640])[None]  # 256 frames: the grid, so no padding
     plain = tiny_model("mask")

@@ -15,12 +15,11 @@ def _noise(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
-def test_spectral_loss_values():
-    a, b = torch.zeros(1, 1, 2, 2), torch.full((1, 1, 2, 2), 2.0)
-    assert losses.spectral_loss(a, b, "l1").item() == 2.0
-    assert losses.spectral_loss(a, b, "mse").item() == 4.0
-    with pytest.raises(DereverbError, match="unknown spectral loss"):
-        losses.spectral_loss(a, b, "huber")
+def test_spectral_loss_is_the_mean_absolute_error():
+    a, b = torch.zeros(2, 1, 2, 2), torch.full((2, 1, 2, 2), 2.0)
+    b[1] = -1.0
+    assert losses.spectral_loss(a, b).item() == 1.5
+    assert losses.spectral_loss_per_example(a, b).tolist() == [2.0, 1.0]
 
 
 def test_si_sdr_known_values():
@@ -33,18 +32,6 @@ def test_si_sdr_known_values():
     got = losses.si_sdr(3.0 * ref + 3.0 * noise, ref)  # 10 dB, and invariant to the gain 3
     assert torch.allclose(got, torch.full((2,), 10.0), atol=1e-3)
     assert losses.si_sdr(ref, ref).min() > 60
-    assert torch.isclose(losses.si_sdr_loss(3.0 * ref + 3.0 * noise, ref), torch.tensor(-10.0), atol=1e-3)
-
-
-def test_multi_resolution_stft_loss_is_zero_for_equal_and_grows_with_error():
-    mr = losses.MultiResolutionStftLoss()
-    ref = _noise(2, 8000)
-    assert mr(ref, ref).item() < 1e-6
-    small = mr(ref + 0.01 * _noise(2, 8000, seed=2), ref).item()
-    large = mr(ref + 0.3 * _noise(2, 8000, seed=2), ref).item()
-    assert 0 < small < large
-    # scaling the estimate by 2 gives |log 2| on the log term and 1.0 spectral convergence
-    assert math.isclose(mr(2 * ref, ref).item(), 1.0 + math.log(2), rel_tol=1e-4)
 
 
 def test_relative_spectral_loss_weights_examples_by_their_inputs_own_error():
@@ -64,22 +51,6 @@ def test_relative_spectral_loss_weights_examples_by_their_inputs_own_error():
     pred.requires_grad_(True)
     losses.relative_spectral_loss(pred, target, unprocessed).backward()
     assert unprocessed.grad is None and pred.grad is not None
-
-
-def test_log_magnitude_loss_is_the_db_error_over_20_and_floored():
-    ref = _noise(2, 64, 30).abs() + 0.1
-    assert losses.log_magnitude_loss(ref, ref).item() == 0.0
-    assert math.isclose(losses.log_magnitude_loss(ref * 10 ** (6 / 20), ref).item(), 0.3, rel_tol=1e-4)
-    # a silent estimate costs the floor's depth below the peak, not log(0)
-    silent = torch.zeros_like(ref)
-    loud = torch.full_like(ref, 1.0)
-    assert math.isclose(losses.log_magnitude_loss(silent, loud, floor_db=-80.0).item(), 4.0, rel_tol=1e-5)
-    # a 40 dB residual in a silent bin weighs as much as a 40 dB error in a loud one
-    quiet_ref = loud.clone()
-    quiet_ref[..., 0] = 1e-4  # 80 dB down: at the floor
-    residual = quiet_ref.clone()
-    residual[..., 0] = 1e-2  # 40 dB above it
-    assert math.isclose(losses.log_magnitude_loss(residual, quiet_ref).item(), 2.0 / 30, rel_tol=1e-4)
 
 
 def test_log_spectral_distance_of_a_gain_is_its_db():

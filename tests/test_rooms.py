@@ -174,32 +174,6 @@ def test_with_drr_leaves_anechoic_rir_alone():
     assert rooms.with_drr(rir, 3.0) is rir
 
 
-@pytest.mark.parametrize("scale", [0.4, 0.7])
-def test_with_decay_shortens_t30_and_keeps_direct_path(scale, rng, speech):
-    speech, _ = speech
-    rir = rooms.analyze(synthetic_rir(1.2, rng), SR, "hall")
-    out = rooms.with_decay(rir, scale)
-    d = out.direct_index
-    assert out.t30 == pytest.approx(scale * rir.t30, rel=0.10)  # measured again on the new tail
-    assert rooms.decay_time(out.audio[d:], SR)[0] == out.t30 and out.meta["t30_from"] == rir.t30
-    assert out.drr > rir.drr and out.drr == rooms.direct_to_reverberant(out.audio, d, SR)
-    w = slice(max(0, d - 40), d + 41)  # the +-2.5 ms direct-path window is untouched ...
-    assert np.array_equal(out.audio[w], rir.audio[w]) and len(out.audio) == len(rir.audio)
-    for target in ("direct", "dry"):  # ... so are the targets
-        assert np.array_equal(rooms.reverberate(speech, out, target)[1], rooms.reverberate(speech, rir, target)[1])
-    ratio = np.abs(out.audio[d + 41 :]) / np.maximum(np.abs(rir.audio[d + 41 :]), 1e-30)
-    assert np.all(np.diff(ratio[np.abs(rir.audio[d + 41 :]) > 1e-12]) <= 1e-6)  # a falling envelope
-    assert out.name == "hall@t60x" + format(scale, "g")
-
-
-def test_with_decay_refuses_lengthening_and_keeps_scale_one():
-    rir = rooms.Rir(np.r_[1.0, 0.5 * np.ones(800)].astype(np.float32), SR, "x", 0, 0.5, 0.0)
-    assert rooms.with_decay(rir, 1.0) is rir
-    for bad in (0.0, 1.5):
-        with pytest.raises(DereverbError, match="decay scale"):
-            rooms.with_decay(rir, bad)
-
-
 @pytest.mark.parametrize("exponent", [0.3, 0.6])
 def test_with_hf_decay_shortens_only_high_bands_and_keeps_direct_path(exponent, rng, speech):
     speech, _ = speech

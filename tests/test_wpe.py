@@ -76,21 +76,6 @@ def test_reduces_the_late_tail_of_a_synthetic_echo():
     assert before > 0.3 and after < 0.35 * before
 
 
-def test_psd_guide_is_one_more_iteration_with_floored_weights(church_spec):
-    """``psd`` adds one filter estimate weighted by ``max(psd, |x|^2)``: a zero guide is a plain
-    extra iteration; a guide above every power gives uniform weights, the unweighted
-    least-squares predictor."""
-    y = torch.from_numpy(church_spec[:, :300])
-    three, four = wpe(y, 10, 3, 3), wpe(y, 10, 3, 4)
-    torch.testing.assert_close(wpe(y, 10, 3, 3, psd=torch.zeros(y.shape, dtype=torch.float64)), four)
-    flat = torch.full(y.shape, 1e6 * y.abs().square().max().item(), dtype=torch.float64)
-    uniform = wpe_mod._filtered(y[None], torch.ones(1, *y.shape, dtype=torch.float64), 10, 3)[0]
-    torch.testing.assert_close(wpe(y, 10, 3, 3, psd=flat), uniform)
-    assert not torch.allclose(three, four)
-    with pytest.raises(ValueError, match="psd has shape"):
-        wpe(y, 10, 3, 3, psd=torch.zeros(3, 4))
-
-
 def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="at least 1"):
         wpe(torch.zeros(4, 10, dtype=torch.complex64), taps=0)

@@ -4,7 +4,8 @@ A model file is one safetensors file: the :class:`~dereverb.model.DereverbModel`
 normaliser statistics as tensors, and in the safetensors metadata a JSON document
 (``format_version``, the ``StftConfig``, ``FeatureConfig`` and ``ModelConfig``, ``step``,
 ``metrics`` and whatever else the caller adds).  That file alone rebuilds the model for inference.
-Loading never unpickles anything.
+Loading never unpickles anything.  Files written before a config key was removed still load when
+the key holds its old default (``REMOVED`` of each config class; :func:`dereverb.config.from_dict`).
 
 The resume state (optimizer, step, RNG state, ...) is a separate file read with
 ``torch.load(weights_only=True)``, so it cannot run code either.
@@ -23,7 +24,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .audio import atomic_path
-from .config import FeatureConfig, StftConfig, from_dict, to_dict
+from .config import FeatureConfig, RemovedKeyError, StftConfig, from_dict, to_dict
 from .errors import DereverbError
 from .model import DereverbModel, ModelConfig, count_parameters
 
@@ -132,6 +133,8 @@ def build(doc: dict[str, Any], where: str = "") -> DereverbModel:
         stft = from_dict(StftConfig, doc["stft"], where="stft.")
         features = from_dict(FeatureConfig, doc["features"], where="features.")
         model = from_dict(ModelConfig, doc["model"], where="model.")
+    except RemovedKeyError as e:
+        raise DereverbError(f"{where}: {e}") from e
     except (KeyError, DereverbError) as e:
         raise DereverbError(f"{where}: checkpoint configs unusable ({e})") from e
     return DereverbModel(stft, features, model)
@@ -165,14 +168,14 @@ def describe(path: str | Path) -> str:
     lines = [
         f"{path}",
         f"  network: U-Net, {m.output} output, {m.depth} levels, {m.base_channels}->{m.max_channels} channels, "
-        f"{m.kernel_size}x{m.kernel_size}, {m.norm} norm, antialias {m.antialias}; "
+        f"{m.kernel_size}x{m.kernel_size}, {m.norm} norm; "
         f"{count_parameters(model.net):,} parameters",
         f"  input: STFT {st.n_fft}/{st.hop_length} {st.window} at {st.sample_rate} Hz, {st.n_freq} bins; "
         f"{compression}, {fe.normalization} normalisation; frontend {fe.frontend}",
     ]
     if tr:
         lines.append(f"  training: step {doc.get('step', '?')} of {tr.get('steps', '?')}, batch {tr.get('batch_size')}, "
-                     f"lr {tr.get('lr')}, loss {tr.get('loss')}" + (f", from {tr['init']}" if tr.get("init") else "")
+                     f"lr {tr.get('lr')}" + (f", from {tr['init']}" if tr.get("init") else "")
                      + (f", weight average {tr['ema_decay']}" if tr.get("ema_decay") else ""))
     if data:
         lines.append(f"  data: {len(data.get('speech') or [])} speech source(s), {len(data.get('rirs') or [])} RIR "

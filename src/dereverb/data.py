@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from .errors import DereverbError
 from .rooms import Rir, warn_skipped
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl")
+LEVEL_DB = (-35.0, -15.0)  # range of a pair's reverberant RMS, dBFS (the target gets the same gain)
+MIN_RMS_DB = -50.0  # dry speech crops quieter than this (dBFS) are drawn again
+NOISE_SLOPE_RANGE = (-6.0, 0.0)  # spectral slopes of generated noise, dB per octave
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,10 +44,9 @@ class DataConfig:
     ``rirs``: measured RIR files/folders; ``rir_pool``: a folder from ``dereverb rirs simulate``
     (made with ``simulate_count`` RIRs if missing and that is > 0).  ``measured_prob``: chance of
     a measured RIR when both kinds exist.  ``target``: ``direct``, ``early`` or ``dry``.
-    ``segment_seconds``: crop length (2.048 s = 256 frames at hop 128, 16 kHz).  ``level_db``:
-    range of the reverberant input's RMS in dBFS (the target gets the same gain).
-    ``min_rms_db``: crops of dry speech quieter than this (dBFS) are redrawn.  ``epoch_size``:
-    examples per epoch over all ranks and workers; 0 streams forever.  ``dry_prob``: chance of an
+    ``segment_seconds``: crop length (2.048 s = 256 frames at hop 128, 16 kHz); each pair gets a
+    random level in :data:`LEVEL_DB`.  ``strict``: a bad speech, noise or RIR file is an error
+    instead of a warning.  ``dry_prob``: chance of an
     anechoic pair (input = target), so the model learns to leave dry, close-talk speech alone
     instead of over-processing it.  ``drr_prob``: chance that a room RIR is rescaled
     (:func:`rooms.with_drr`) to a DRR drawn uniformly from ``drr_range`` dB, which teaches the
@@ -54,16 +57,17 @@ class DataConfig:
     about twice the cost).  ``noise_prob``: chance that noise is added to the reverberant input at
     an SNR drawn from ``snr_range`` dB (the target stays clean): crops of the ``noise`` files
     (folders, files or manifests, looped when short), or, without files, coloured Gaussian noise
-    with a spectral slope drawn from ``noise_slope_range`` dB per octave (:mod:`dereverb.noise`).
-    ``decay_scales``: each measured RIR also joins the measured set with its reverberation time
-    multiplied by each of these, in (0, 1] (:func:`rooms.with_decay`), so a few measured halls
-    also stand for smaller rooms (the simulated pool spans its own T60 range and is left alone).
+    with a spectral slope drawn from :data:`NOISE_SLOPE_RANGE` (:mod:`dereverb.noise`).
     ``hf_decay_range``: each simulated RIR gets its reverberation time above 1 kHz shortened as
     ``(f / 1 kHz) ** -b``, ``b`` drawn once per RIR from this range (:func:`rooms.with_hf_decay`;
     real rooms decay faster at high frequencies, shoebox rooms with one absorption do not);
     ``(0, 0)`` leaves the pool as simulated.
     The train/held-out split is just which paths a recipe lists.
     """
+
+    REMOVED: ClassVar[dict[str, Any]] = {  # see config.from_dict
+        "level_db": [-35.0, -15.0], "min_rms_db": -50.0, "epoch_size": 0, "noise_slope_range": [-6.0, 0.0],
+        "decay_scales": []}
 
     speech: tuple[str, ...] = ()
     rirs: tuple[str, ...] = ()
@@ -73,9 +77,6 @@ class DataConfig:
     measured_prob: float = 0.5
     target: str = "direct"
     segment_seconds: float = 2.048
-    level_db: tuple[float, float] = (-35.0, -15.0)
-    min_rms_db: float = -50.0
-    epoch_size: int = 0
     strict: bool = False
     dry_prob: float = 0.0
     drr_prob: float = 0.0
@@ -85,8 +86,6 @@ class DataConfig:
     noise: tuple[str, ...] = ()
     noise_prob: float = 0.0
     snr_range: tuple[float, float] = (5.0, 30.0)
-    noise_slope_range: tuple[float, float] = (-6.0, 0.0)
-    decay_scales: tuple[float, ...] = ()
     hf_decay_range: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
@@ -98,17 +97,12 @@ class DataConfig:
             (len(self.drr_range) == 2 and self.drr_range[0] <= self.drr_range[1],
              "data.drr_range must be [low, high] dB with low <= high"),
             (self.segment_seconds > 0, "data.segment_seconds must be > 0"),
-            (len(self.level_db) == 2 and self.level_db[0] <= self.level_db[1] <= 0,
-             "data.level_db must be [low, high] dBFS with low <= high <= 0"),
             (self.rir_channels in ("first", "all"), "data.rir_channels must be 'first' or 'all'"),
-            (self.epoch_size >= 0 and self.simulate_count >= 0, "data.epoch_size/simulate_count must be >= 0"),
+            (self.simulate_count >= 0, "data.simulate_count must be >= 0"),
             (self.speech_cache_mb >= 0 and self.rir_cache_mb >= 0, "data.speech_cache_mb/rir_cache_mb must be >= 0"),
             (0.0 <= self.noise_prob <= 1.0, "data.noise_prob must be in [0, 1]"),
             (len(self.snr_range) == 2 and self.snr_range[0] <= self.snr_range[1],
              "data.snr_range must be [low, high] dB with low <= high"),
-            (len(self.noise_slope_range) == 2 and self.noise_slope_range[0] <= self.noise_slope_range[1],
-             "data.noise_slope_range must be [low, high] dB/octave with low <= high"),
-            (all(0.0 < x <= 1.0 for x in self.decay_scales), "data.decay_scales must each be in (0, 1]"),
             (len(self.hf_decay_range) == 2 and 0.0 <= self.hf_decay_range[0] <= self.hf_decay_range[1],
              "data.hf_decay_range must be [low, high] with 0 <= low <= high"),
         ]
@@ -232,7 +226,7 @@ class SpeechCache:
 
 
 class ReverbPairs(IterableDataset):
-    """Endless (or ``epoch_size``-long) stream of random reverberant/clean pairs.
+    """Endless stream of random reverberant/clean pairs.
 
     Each DataLoader worker of each DDP rank draws from its own generator
     ``default_rng([seed, epoch, rank * num_workers + worker])``, so streams differ across workers
@@ -264,18 +258,9 @@ class ReverbPairs(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         stream, streams = self._stream()
         rng = np.random.default_rng([self.seed, self.epoch, stream])
-        total = self.cfg.epoch_size
-        count = None if total == 0 else total // streams + (stream < total % streams)
-        i = 0
-        while count is None or i < count:
+        while True:
             reverb, clean = self.example(rng)
             yield {"reverb": torch.from_numpy(reverb), "clean": torch.from_numpy(clean)}
-            i += 1
-
-    def __len__(self) -> int:
-        if self.cfg.epoch_size == 0:
-            raise TypeError("an endless ReverbPairs stream has no length (set data.epoch_size)")
-        return self.cfg.epoch_size
 
     def pick_rir(self, rng: np.random.Generator) -> tuple[Rir, float | None]:
         """A RIR and the DRR (dB) to give it, or ``None`` to keep its own."""
@@ -301,18 +286,17 @@ class ReverbPairs(IterableDataset):
             except DereverbError:
                 continue  # the file broke after the scan; draw another
             crop = x[ctx:]
-            if np.isfinite(x).all() and _level(crop) >= self.cfg.min_rms_db and not rooms.is_clipped(crop):
+            if np.isfinite(x).all() and _level(crop) >= MIN_RMS_DB and not rooms.is_clipped(crop):
                 return x, ctx
         raise DereverbError(
-            f"100 crops in a row were silent (< {self.cfg.min_rms_db} dBFS), clipped or unreadable: "
-            "check data.speech or lower data.min_rms_db"
+            f"100 crops in a row were silent (< {MIN_RMS_DB} dBFS), clipped or unreadable: check data.speech"
         )
 
     def noise_crop(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` samples of a random noise file from a random place (looped if shorter), or
         generated coloured noise when ``data.noise`` lists no files."""
         if not self.noises:
-            return noise.colored_noise(n, float(rng.uniform(*self.cfg.noise_slope_range)), rng)
+            return noise.colored_noise(n, float(rng.uniform(*NOISE_SLOPE_RANGE)), rng)
         item = self.noises[int(rng.integers(len(self.noises)))]
         have = min(n, int(item.seconds * self.sample_rate))
         start = float(rng.uniform(0.0, max(0.0, item.seconds - have / self.sample_rate)))
@@ -334,7 +318,7 @@ class ReverbPairs(IterableDataset):
             reverb, clean = rooms.reverberate(dry, rir, self.cfg.target, skip=ctx)
         if self.cfg.noise_prob > 0 and rng.random() < self.cfg.noise_prob:
             reverb = noise.mix_at_snr(reverb, self.noise_crop(rng, len(reverb)), float(rng.uniform(*self.cfg.snr_range)))
-        reverb, clean = set_level(reverb, clean, self.cfg.level_db, rng)
+        reverb, clean = set_level(reverb, clean, LEVEL_DB, rng)
         if not (np.isfinite(reverb).all() and np.isfinite(clean).all()):
             raise RuntimeError(f"non-finite pair from RIR {rir.name}")  # a bug, not bad input
         return reverb, clean
@@ -343,7 +327,6 @@ class ReverbPairs(IterableDataset):
 def load_rir_sets(cfg: DataConfig, sample_rate: int, seed: int = 0) -> tuple[list[Rir], list[Rir]]:
     """``(measured, simulated)`` RIRs named by ``cfg`` at ``sample_rate``."""
     measured = rooms.load_rirs(cfg.rirs, sample_rate, cfg.rir_channels, cfg.strict) if cfg.rirs else []
-    measured += [rooms.with_decay(r, s) for s in cfg.decay_scales for r in measured]
     simulated: list[Rir] = []
     if cfg.rir_pool:
         pool = Path(cfg.rir_pool)

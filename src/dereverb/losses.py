@@ -1,5 +1,6 @@
-"""Training losses: spectral (on the network's features), multi-resolution STFT and SI-SDR (on
-waveforms), and the pix2pix adversarial loss for the GAN variant.
+"""Training losses: L1 on the network's features (plain, or relative to each input's own), the
+pix2pix adversarial loss for the GAN variant, and the validation measures SI-SDR and
+log-spectral distance.
 
 Every loss returns a scalar tensor to minimise; batch axes are averaged.
 """
@@ -8,18 +9,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .errors import DereverbError
 
 
-def spectral_loss(pred: Tensor, target: Tensor, kind: str = "l1") -> Tensor:
-    """L1 or MSE between normalised features ``(B, C, F, T)`` (Ernst et al. 2018 use L1/L2)."""
-    return spectral_loss_per_example(pred, target, kind, tuple(range(1, pred.ndim))).mean()
+def spectral_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """L1 between normalised features ``(B, C, F, T)`` (Ernst et al. 2018)."""
+    return spectral_loss_per_example(pred, target).mean()
 
 
-def relative_spectral_loss(pred: Tensor, target: Tensor, unprocessed: Tensor, kind: str = "l1",
-                           floor: float = 0.1) -> Tensor:
+def relative_spectral_loss(pred: Tensor, target: Tensor, unprocessed: Tensor, floor: float = 0.1) -> Tensor:
     """Feature loss with each example weighted by ``1 / (floor + its input's own loss)``.
 
     ``pred``, ``target``, ``unprocessed`` ``(B, C, F, T)``: the input in the output's feature space
@@ -28,51 +28,16 @@ def relative_spectral_loss(pred: Tensor, target: Tensor, unprocessed: Tensor, ki
     (nearly dry, near the microphone) weighs up to ``(floor + far) / floor`` times a far-field one,
     so damaging it costs what it costs a listener, relative to the input.
     """
-    dims = tuple(range(1, pred.ndim))
-    err = spectral_loss_per_example(pred, target, kind, dims)
+    err = spectral_loss_per_example(pred, target)
     with torch.no_grad():
-        weight = 1.0 / (floor + spectral_loss_per_example(unprocessed, target, kind, dims))
+        weight = 1.0 / (floor + spectral_loss_per_example(unprocessed, target))
         weight = weight / weight.mean()
     return (weight * err).mean()
 
 
-def spectral_loss_per_example(pred: Tensor, target: Tensor, kind: str, dims: tuple[int, ...]) -> Tensor:
+def spectral_loss_per_example(pred: Tensor, target: Tensor) -> Tensor:
     """:func:`spectral_loss` per example, ``(B, ...)`` -> ``(B,)``."""
-    if kind == "l1":
-        return (pred - target).abs().mean(dim=dims)
-    if kind == "mse":
-        return (pred - target).square().mean(dim=dims)
-    raise DereverbError(f"unknown spectral loss {kind!r} (l1, mse)")
-
-
-class MultiResolutionStftLoss(nn.Module):
-    """Spectral convergence + log-magnitude L1, averaged over several STFT resolutions.
-
-    After Yamamoto, Song & Kim, "Parallel WaveGAN", ICASSP 2020 (eq. 4-6): several FFT sizes
-    penalise both time and frequency smearing, which a single-resolution loss leaves to chance.
-    ``forward(est (B, S), ref (B, S)) -> scalar``.
-    """
-
-    def __init__(self, fft_sizes: tuple[int, ...] = (256, 512, 1024), hop_ratio: float = 0.25, eps: float = 1e-7):
-        super().__init__()
-        self.fft_sizes = tuple(fft_sizes)
-        self.hops = tuple(max(1, int(n * hop_ratio)) for n in self.fft_sizes)
-        self.eps = eps
-        for n in self.fft_sizes:
-            self.register_buffer(f"window_{n}", torch.hann_window(n), persistent=False)
-
-    def _mag(self, x: Tensor, n_fft: int, hop: int) -> Tensor:
-        spec = torch.stft(x, n_fft, hop, n_fft, getattr(self, f"window_{n_fft}"), return_complex=True)
-        return spec.abs().clamp_min(self.eps)  # (B, F, T)
-
-    def forward(self, est: Tensor, ref: Tensor) -> Tensor:
-        total = est.new_zeros(())
-        for n_fft, hop in zip(self.fft_sizes, self.hops):
-            e, r = self._mag(est.float(), n_fft, hop), self._mag(ref.float(), n_fft, hop)
-            sc = torch.linalg.vector_norm(r - e, dim=(-2, -1)) / torch.linalg.vector_norm(r, dim=(-2, -1)).clamp_min(self.eps)
-            log_mag = (r.log() - e.log()).abs().mean(dim=(-2, -1))
-            total = total + (sc + log_mag).mean()
-        return total / len(self.fft_sizes)
+    return (pred - target).abs().mean(dim=tuple(range(1, pred.ndim)))
 
 
 def si_sdr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
@@ -83,23 +48,6 @@ def si_sdr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
     target = scale * ref
     noise = est - target
     return 10 * torch.log10((target.square().sum(-1) + eps) / (noise.square().sum(-1) + eps))
-
-
-def si_sdr_loss(est: Tensor, ref: Tensor) -> Tensor:
-    """Negative mean SI-SDR (dB), the waveform loss of the complex mode."""
-    return -si_sdr(est.float(), ref.float()).mean()
-
-
-def log_magnitude_loss(est_mag: Tensor, ref_mag: Tensor, floor_db: float = -80.0) -> Tensor:
-    """Mean absolute difference of ``log10`` magnitudes (dB / 20), ``(B, F, T)`` -> scalar.
-
-    Both spectra are floored at ``floor_db`` below each reference's peak.  On a dB scale a
-    residual tail 40 dB under the speech costs as much as a 40 dB error in a loud bin, which a
-    power-law feature loss weighs far less: this term asks for the silence between words.
-    """
-    peak = ref_mag.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
-    floor = peak * 10 ** (floor_db / 20)
-    return (torch.maximum(est_mag, floor).log10() - torch.maximum(ref_mag, floor).log10()).abs().mean()
 
 
 def log_spectral_distance(est_mag: Tensor, ref_mag: Tensor, floor_db: float = -80.0) -> Tensor:

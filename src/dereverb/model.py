@@ -7,7 +7,7 @@ Shapes: complex spectrograms ``(B, F_full, T)`` with ``F_full = n_fft//2+1``; ne
 
 Three output kinds (``ModelConfig.output``):
 - ``"mapping"``: normalised compressed magnitude in, the same of the clean speech out (the paper's);
-- ``"mask"``: normalised compressed magnitude in, a bounded magnitude mask out;
+- ``"mask"``: normalised compressed magnitude in, a magnitude mask in [0, 1] (a sigmoid) out;
 - ``"complex"``: power-law-compressed real/imag in, the same of the clean speech out, so the
   network also estimates the phase (instead of reusing the reverberant one or Griffin-Lim).
 """
@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import functools
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,9 @@ from .config import FeatureConfig, StftConfig, from_dict, require
 from .errors import DereverbError
 
 OUTPUTS = ("mapping", "mask", "complex")
-ANTIALIAS = ("none", "time", "both")
 NORMS = ("batch", "instance", "none")
-ACTIVATIONS = ("auto", "none", "tanh", "sigmoid")
+# Decoder levels with dropout (the innermost ones), when ``dropout`` > 0: pix2pix's three.
+DROPOUT_LEVELS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,14 +40,14 @@ class ModelConfig:
 
     Level ``i`` of ``depth`` halves F and T (stride 2) and has ``min(base_channels * 2**i,
     max_channels)`` channels; the decoder mirrors it with concatenated skips.  ``dropout`` applies
-    to the first ``dropout_levels`` decoder levels (pix2pix uses 0.5 in three).
-    ``output_activation``: ``"auto"`` is none for mapping/complex and sigmoid for the mask, which
-    is always bounded to ``[0, mask_max]``.  ``antialias``: ``"time"`` (or ``"both"``: time and
-    frequency) low-passes with a ``[1, 2, 1] / 4`` blur the input of every strided convolution and
-    the output of every transposed one (:class:`Blur`), so the output depends less on where the
-    ``2 ** depth`` grid falls on the signal (after Zhang, "Making Convolutional Networks
-    Shift-Invariant Again", ICML 2019); it adds no parameters, so weights of a ``"none"`` model load.
+    to the innermost :data:`DROPOUT_LEVELS` decoder levels (pix2pix uses 0.5 in three: the
+    ``paper`` configuration).  The output is linear for ``mapping`` and ``complex``, a sigmoid
+    mask for ``mask``.
     """
+
+    # Keys of older versions, with the defaults that model files written then hold (config.from_dict).
+    REMOVED: ClassVar[dict[str, Any]] = {"dropout_levels": 3, "output_activation": "auto", "mask_max": 1.0,
+                                         "antialias": "none"}
 
     output: str = "mapping"
     depth: int = 6
@@ -55,23 +56,16 @@ class ModelConfig:
     kernel_size: int = 5
     norm: str = "batch"
     dropout: float = 0.0
-    dropout_levels: int = 3
-    output_activation: str = "auto"
-    mask_max: float = 1.0
-    antialias: str = "none"
 
     def __post_init__(self) -> None:
         checks = [
             (self.output in OUTPUTS, f"model.output must be one of {list(OUTPUTS)}"),
             (self.norm in NORMS, f"model.norm must be one of {list(NORMS)}"),
-            (self.output_activation in ACTIVATIONS, f"model.output_activation must be one of {list(ACTIVATIONS)}"),
             (self.kernel_size in (3, 5), "model.kernel_size must be 3 or 5"),
             (1 <= self.depth <= 10, "model.depth must be in 1..10"),
             (self.base_channels >= 1 and self.max_channels >= self.base_channels,
              "model.base_channels must be >= 1 and <= model.max_channels"),
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
-            (self.mask_max > 0, "model.mask_max must be > 0"),
-            (self.antialias in ANTIALIAS, f"model.antialias must be one of {list(ANTIALIAS)}"),
         ]
         require(checks)
 
@@ -98,8 +92,7 @@ _NAMED = {
     # examples/s fp32, 2.7-5.7 with channels_last + bf16 (the `auto` precision); README: idle rates.
     "small": dict(depth=6, base_channels=16, max_channels=128, kernel_size=5, norm="batch"),
     # Ernst et al. 2018 / pix2pix: 8 levels, 64 -> 512 channels, 256x256 patches.
-    "paper": dict(depth=8, base_channels=64, max_channels=512, kernel_size=5, norm="batch",
-                  dropout=0.5, dropout_levels=3),
+    "paper": dict(depth=8, base_channels=64, max_channels=512, kernel_size=5, norm="batch", dropout=0.5),
 }
 
 
@@ -116,31 +109,6 @@ def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "instance":
         return nn.InstanceNorm2d(channels, affine=True)
     return nn.Identity()
-
-
-class Blur(nn.Module):
-    """``[1, 2, 1] / 4`` along each of ``dims`` (-1: T, -2: F) of ``(B, channels, F, T)``, edges
-    replicated; same shape.
-
-    The kernel sums to one, so constants pass unchanged; it removes the top half of the band (zero
-    gain at the Nyquist frequency), which a stride of 2 would otherwise fold back.  Computed as two
-    sums of neighbours (``[1, 1]`` twice) on slices: no weights or buffers.  Forward and backward
-    cost the ``small`` U-Net about 0.1 s per batch of 8 x 256 x 256 on one CPU thread, against
-    0.2-0.3 s for the depthwise convolution this replaced (measured side by side, 2026-12-02; the
-    whole step: ``benchmarks/train_step.py --set antialias=time``).
-    """
-
-    def __init__(self, dims: tuple[int, ...]):
-        super().__init__()
-        self.dims = tuple(dims)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for d in self.dims:
-            n = x.shape[d]
-            x = torch.cat([x.narrow(d, 0, 1), x, x.narrow(d, n - 1, 1)], d)
-            pairs = x.narrow(d, 0, n + 1) + x.narrow(d, 1, n + 1)
-            x = 0.25 * (pairs.narrow(d, 0, n) + pairs.narrow(d, 1, n))
-        return x
 
 
 class UNet(nn.Module):
@@ -169,19 +137,13 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for j in reversed(range(1, cfg.depth)):  # decoder level producing chans[j-1]
             c_in = chans[j] if j == cfg.depth - 1 else 2 * chans[j]
-            drop = cfg.dropout if (cfg.depth - 1 - j) < cfg.dropout_levels else 0.0
+            drop = cfg.dropout if (cfg.depth - 1 - j) < DROPOUT_LEVELS else 0.0
             self.up.append(nn.Sequential(
                 nn.ConvTranspose2d(c_in, chans[j - 1], k, stride=2, padding=p, output_padding=1,
                                    bias=cfg.norm != "batch"),
                 _norm(cfg.norm, chans[j - 1]), nn.Dropout(drop), nn.ReLU()))
         c_last = chans[0] if cfg.depth == 1 else 2 * chans[0]
         self.head = nn.ConvTranspose2d(c_last, cfg.out_channels, k, stride=2, padding=p, output_padding=1)
-        dims = {"none": (), "time": (-1,), "both": (-1, -2)}[cfg.antialias]
-        smooth = (lambda: Blur(dims)) if dims else nn.Identity
-        # antialias: on the input of each strided convolution, the output of each transposed one
-        self.blur_down = nn.ModuleList(smooth() for _ in range(cfg.depth))
-        self.blur_up = nn.ModuleList(smooth() for _ in range(cfg.depth - 1))
-        self.blur_head = smooth()
 
     def forward(self, x: Tensor) -> Tensor:
         n_f, n_t = x.shape[-2:]
@@ -190,14 +152,14 @@ class UNet(nn.Module):
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         skips = []
-        for blur, layer in zip(self.blur_down, self.down):
-            x = layer(blur(x))
+        for layer in self.down:
+            x = layer(x)
             skips.append(x)
         skips.pop()  # the innermost output is x itself
-        for layer, blur in zip(self.up, self.blur_up):
-            x = blur(layer(x))
+        for layer in self.up:
+            x = layer(x)
             x = torch.cat([x, skips.pop()], dim=1)  # (B, 2C, F_l, T_l)
-        x = self.blur_head(self.head(x))
+        x = self.head(x)
         return x[..., :n_f, :n_t]
 
 
@@ -273,19 +235,9 @@ class DereverbModel(nn.Module):
         self.normalizer.fit(self.features(specs))
 
     def activate(self, out: Tensor) -> Tensor:
-        """Apply the output activation to raw network output ``(B, C_out, n_freq, T)``."""
-        cfg = self.model_config
-        act = cfg.output_activation
-        if act == "auto":
-            act = "sigmoid" if cfg.output == "mask" else "none"
-        if cfg.output == "mask":
-            if act == "sigmoid":
-                return cfg.mask_max * torch.sigmoid(out)
-            bounded = torch.tanh(out).clamp_min(0) if act == "tanh" else out
-            return bounded.clamp(0, cfg.mask_max)
-        if act == "tanh":
-            return torch.tanh(out)
-        return torch.sigmoid(out) if act == "sigmoid" else out
+        """Raw network output ``(B, C_out, n_freq, T)`` -> the mask in [0, 1] (a sigmoid) for
+        ``mask`` models, the output itself otherwise."""
+        return torch.sigmoid(out) if self.model_config.output == "mask" else out
 
     def output_features(self, out: Tensor, spec: Tensor) -> Tensor:
         """Network output -> normalised features comparable with ``encode(clean_spec)``.

@@ -50,16 +50,16 @@ class PairedFolder(torch.utils.data.Dataset):
     both are read at ``sample_rate`` (channel 0).  On construction every pair is checked: files
     without a partner, differing sample rates or lengths (more than 1 % or 0.1 s), and reverberant
     files that lag or lead their clean partner by more than ``tolerance_ms`` (cross-correlation
-    over the first 30 s) are reported in one warning (``strict``: an error).  With ``align`` the
-    clean file is shifted by the found lag so the network never has to learn a delay.
+    over the first 30 s) are reported in one warning (``strict``: an error).  The clean file is
+    shifted by the found lag so the network never has to learn a delay.
 
     Items: ``{"reverb", "clean"}`` float32 ``(S,)``: whole files, or random crops of
     ``segment_seconds`` (zero padded) drawn from ``default_rng([seed, epoch, index])``.
     """
 
     def __init__(self, clean_dir: str | Path, reverb_dir: str | Path, sample_rate: int,
-                 segment_seconds: float | None = None, seed: int = 0, align: bool = True,
-                 tolerance_ms: float = 1.0, max_lag_ms: float = 250.0, strict: bool = False):
+                 segment_seconds: float | None = None, seed: int = 0, tolerance_ms: float = 1.0,
+                 max_lag_ms: float = 250.0, strict: bool = False):
         self.sample_rate, self.seed, self.epoch = sample_rate, seed, 0
         self.length = None if segment_seconds is None else int(round(segment_seconds * sample_rate))
         clean, reverb = _relative_keys(Path(clean_dir)), _relative_keys(Path(reverb_dir))
@@ -69,12 +69,12 @@ class PairedFolder(torch.utils.data.Dataset):
         for key in sorted(set(clean) & set(reverb)):
             lag, notes = self._check(clean[key], reverb[key], tolerance_ms, max_lag_ms)
             problems += notes
-            self.pairs.append((clean[key], reverb[key], lag if align else 0))
+            self.pairs.append((clean[key], reverb[key], lag))
         if problems and strict:
             raise DereverbError(f"{len(problems)} problem(s) in paired folders: " + "; ".join(problems))
         if problems:
-            what = "clean shifted to match" if align else "kept as they are (align=False)"
-            warnings.warn(f"paired folders, {len(problems)} problem(s) ({what}): " + "; ".join(problems), stacklevel=2)
+            warnings.warn(f"paired folders, {len(problems)} problem(s) (clean shifted to match): " + "; ".join(problems),
+                          stacklevel=2)
         if not self.pairs:
             raise DereverbError(f"no matching file names in {clean_dir} and {reverb_dir}")
 

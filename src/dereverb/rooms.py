@@ -279,30 +279,6 @@ def with_drr(rir: Rir, drr_db: float) -> Rir:
                                meta={**rir.meta, "drr_from": now})
 
 
-def with_decay(rir: Rir, scale: float) -> Rir:
-    """The RIR with its reverberation time shortened to ``scale`` (in (0, 1]) times its T30.
-
-    Data augmentation after Bryan (ICASSP 2020): everything after the direct-path window is
-    multiplied by ``exp(-6.91 t (1/(scale T) - 1/T))``, ``t`` the time after the direct path and
-    ``T`` the RIR's T30, which turns an exponential decay of ``T`` into one of ``scale T`` (the
-    envelope of a diffuse tail; the reflections' times stay, so a measured hall also stands for a
-    smaller, deader room).  The direct path is untouched, so the ``direct`` and ``dry`` targets do
-    not change.  Only shortening: lengthening would raise the measurement's noise floor at the
-    cut-off into a tail that no longer decays.  T30 and DRR are measured again;
-    ``meta["t30_from"]`` keeps the original.
-    """
-    if not 0.0 < scale <= 1.0:
-        raise DereverbError(f"decay scale {scale} is outside (0, 1]")
-    d, w, sr = rir.direct_index, _ms(rir.sample_rate, DIRECT_MS), rir.sample_rate
-    if not math.isfinite(rir.t30) or rir.t30 <= 0 or scale == 1.0:
-        return rir
-    rate = _extra_decay_rate(scale, rir.t30)
-    env = np.exp(-rate * np.maximum(np.arange(len(rir.audio)) - d, 0) / sr)
-    env[max(0, d - w) : d + w + 1] = 1.0
-    h = (rir.audio * env).astype(np.float32)
-    return _reshaped(rir, h, f"{rir.name}@t60x{scale:g}", rir.t30 * scale, decay_scale=scale)
-
-
 def _extra_decay_rate(scale, t30: float):
     """Nepers per second to add so a decay of ``t30`` s (60 dB) becomes one of ``scale * t30``."""
     return 3.0 * math.log(10.0) * (1.0 / scale - 1.0) / t30
@@ -327,8 +303,9 @@ def with_hf_decay(rir: Rir, exponent: float, corner_hz: float = 1000.0) -> Rir:
     absorption, decay as long at 6 kHz as at 1 kHz.  Each STFT bin (256-point Hann, hop 64) of
     the part after the direct path is multiplied by ``exp(-r(f) t)``, ``t`` the frame's time
     after the direct path and ``r(f)`` the extra rate that turns a decay of the RIR's T30 into
-    one of ``T30 * min(1, (f / corner_hz) ** -exponent)`` (the per-frequency form of
-    :func:`with_decay`; only shortening, for the same reason).  The samples up to the end of the
+    one of ``T30 * min(1, (f / corner_hz) ** -exponent)`` (the per-frequency form of the decay
+    augmentation of Bryan, ICASSP 2020; only shortening: lengthening would raise a measurement's
+    noise floor into a tail that no longer decays).  The samples up to the end of the
     direct-path window are kept exactly, so the ``direct`` and ``dry`` targets do not change.
     """
     if exponent < 0:

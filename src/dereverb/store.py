@@ -62,7 +62,7 @@ import torch
 
 from . import audio, rooms, spectral
 from .config import StftConfig, from_dict, to_dict
-from .data import DataConfig, load_rir_sets, pick_rir, scan_speech, set_level
+from .data import LEVEL_DB, DataConfig, load_rir_sets, pick_rir, scan_speech, set_level
 from .errors import DereverbError
 from .paired import PairedFolder
 from .shards import (CODECS, Shard, ShardWriter, check_quant, codes_to_magnitude, dequantize, float16_codes, quantize,
@@ -291,7 +291,7 @@ def _pair(job: dict, i: int, index: int, cfg: StoreConfig, rirs, pairs, sample_r
     rng = np.random.default_rng([seed, i])
     dry = audio.read_segment(job["clean"], job["start"], int(job["seconds"] * sample_rate), sample_rate)
     rir = pick_rir(*rirs, cfg.data.measured_prob, rng)
-    reverb, clean = set_level(*rooms.reverberate(dry, rir, cfg.data.target), cfg.data.level_db, rng)
+    reverb, clean = set_level(*rooms.reverberate(dry, rir, cfg.data.target), LEVEL_DB, rng)
     job["rir"] = rir.name
     return reverb, clean
 

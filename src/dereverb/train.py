@@ -21,7 +21,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -36,6 +36,12 @@ from .model import DereverbModel, ModelConfig, PatchDiscriminator, autocast, aut
 from .paired import PairedFolder
 from .runlog import RunLog, check_outside_data, check_run_dir, write_samples
 from .validation import unprocessed, validate
+
+# AdamW's settings and the gradient-norm clip of every run so far.
+WEIGHT_DECAY = 1e-4
+BETAS = (0.9, 0.999)
+GRAD_CLIP = 5.0
+VALID_SEED = 1234  # the fixed validation pairs' seed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +63,11 @@ class SourceConfig:
     (``clean_dir`` + ``reverb_dir``) or a feature ``store`` from ``dereverb prepare``.  Crops are
     ``data.segment_seconds`` long in every case."""
 
+    REMOVED: ClassVar[dict[str, Any]] = {"align": True}  # see config.from_dict
+
     kind: str = "onthefly"
     clean_dir: str = ""
     reverb_dir: str = ""
-    align: bool = True
     store: str = ""
 
 
@@ -69,17 +76,20 @@ class TrainConfig:
     """Optimisation and bookkeeping.  ``precision``: ``auto`` (bf16 + channels_last on AMX CPUs,
     fp32 + channels_last on other CPUs, bf16/fp16 AMP on CUDA), ``fp32`` (plain), ``bf16``.
     ``threads``: torch CPU threads (0: torch's default; 1 is faster for small models on busy shared
-    cores).  ``best_metric``: ``si_sdr`` (higher is better) or ``lsd`` (lower).
-    ``mrstft_weight``, ``si_sdr_weight``, ``log_mag_weight``: extra loss terms (0: off) next to
-    the feature loss ``loss``: on the resynthesised waveform, and the dB-scale L1 of the output
-    magnitude (:func:`losses.log_magnitude_loss`).  ``relative_floor`` > 0 weights each example's feature
-    loss by ``1 / (relative_floor + its input's loss)`` (:func:`losses.relative_spectral_loss`).
+    cores).  The loss is the L1 distance of the network's features to the target's
+    (:func:`losses.spectral_loss`); ``relative_floor`` > 0 weights each example's loss by
+    ``1 / (relative_floor + its input's loss)`` (:func:`losses.relative_spectral_loss`).  The best
+    checkpoint is the one with the highest validation SI-SDR.  CUDA is used when there is one.
     ``init``: a checkpoint (bundled name, file
     or run folder) whose weights start a new run (fine-tuning; the schedule starts at step 0); its
     STFT and network must equal this run's.  With the same compression its normaliser is kept (the
     frontend may differ); with another compression the normaliser is refitted on this run's stream
     and only the network's weights carry over (per-frequency normalisation keeps the inputs'
     scale comparable, so the network adapts instead of starting from random weights)."""
+
+    REMOVED: ClassVar[dict[str, Any]] = {  # see config.from_dict
+        "loss": "l1", "mrstft_weight": 0.0, "log_mag_weight": 0.0, "si_sdr_weight": 0.0, "weight_decay": 1e-4,
+        "betas": [0.9, 0.999], "grad_clip": 5.0, "device": "auto", "valid_seed": 1234, "best_metric": "si_sdr"}
 
     name: str = "run"
     seed: int = 0
@@ -89,26 +99,16 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr_ratio: float = 0.01
     warmup_steps: int = 500
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 5.0
-    loss: str = "l1"
-    mrstft_weight: float = 0.0
-    log_mag_weight: float = 0.0
     relative_floor: float = 0.0
-    si_sdr_weight: float = 0.0
     ema_decay: float = 0.0
     gan: GanConfig = GanConfig()
     precision: str = "auto"
-    device: str = "auto"
     threads: int = 0
     num_workers: int = 0
     norm_batches: int = 8
     checkpoint_every: int = 500
     valid_every: int = 500
     valid_count: int = 16
-    valid_seed: int = 1234
-    best_metric: str = "si_sdr"
     samples: int = 2
     pesq: bool = True
     log_every: int = 50
@@ -117,9 +117,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.precision in ("auto", "fp32", "bf16"), "train.precision must be auto, fp32 or bf16"),
-            (self.best_metric in ("si_sdr", "lsd"), "train.best_metric must be si_sdr or lsd"),
-            (self.loss in ("l1", "mse"), "train.loss must be l1 or mse"),
-            (self.relative_floor >= 0 and self.log_mag_weight >= 0, "train.relative_floor, train.log_mag_weight must be >= 0"),
+            (self.relative_floor >= 0, "train.relative_floor must be >= 0"),
             (0 <= self.ema_decay < 1, "train.ema_decay must be in [0, 1)"),
             (min(self.steps, self.batch_size, self.checkpoint_every, self.valid_every, self.log_every) > 0,
              "train.steps/batch_size/checkpoint_every/valid_every/log_every must be > 0"),
@@ -194,12 +192,11 @@ class WeightAverage:
 # --- set-up helpers ------------------------------------------------------------------------------
 
 
-def _distributed(device: str) -> tuple[int, int, torch.device]:
+def _distributed() -> tuple[int, int, torch.device]:
     """``(rank, world_size, device)``; joins the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    dev = torch.device(f"cuda:{local}" if cuda else ("cpu" if device == "auto" else device))
+    dev = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
     if world > 1 and not dist.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
@@ -223,7 +220,7 @@ def _train_source(cfg: RunConfig, rank: int, world: int):
         if not (cfg.source.clean_dir and cfg.source.reverb_dir):
             raise DereverbError("source.kind paired needs source.clean_dir and source.reverb_dir")
         return PairedFolder(cfg.source.clean_dir, cfg.source.reverb_dir, cfg.stft.sample_rate,
-                            cfg.data.segment_seconds, cfg.train.seed, cfg.source.align)
+                            cfg.data.segment_seconds, cfg.train.seed)
     if cfg.source.kind == "store":
         return _feature_store(cfg)
     raise DereverbError(f"source.kind must be onthefly, paired or store, got {cfg.source.kind!r}")
@@ -239,8 +236,6 @@ def _feature_store(cfg: RunConfig):
     if store.stft != cfg.stft:
         raise DereverbError(f"{cfg.source.store}: stored with a different STFT ({to_dict(store.stft)}); "
                             "set the recipe's stft section to match or prepare the store again")
-    if (cfg.train.mrstft_weight or cfg.train.si_sdr_weight) and not store.is_complex:
-        raise DereverbError(f"{cfg.source.store}: waveform losses need a complex store (prepare it with phase)")
     return store
 
 
@@ -248,11 +243,11 @@ def _valid_set(cfg: RunConfig, train_set) -> list[dict]:
     if cfg.train.valid_count == 0:
         return []
     if cfg.valid.speech:
-        return build_valid_set(cfg.valid, cfg.stft, cfg.train.valid_seed, cfg.train.valid_count)
+        return build_valid_set(cfg.valid, cfg.stft, VALID_SEED, cfg.train.valid_count)
     if cfg.source.kind == "paired":  # not held out: the best checkpoint then only tracks the fit
         return [train_set[i] for i in range(min(len(train_set), cfg.train.valid_count))]
     if cfg.data.speech:
-        return build_valid_set(cfg.data, cfg.stft, cfg.train.valid_seed, cfg.train.valid_count)
+        return build_valid_set(cfg.data, cfg.stft, VALID_SEED, cfg.train.valid_count)
     return []  # a feature store alone has no waveforms to validate on
 
 
@@ -278,21 +273,21 @@ def _precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | No
 
 
 def _pairs(batch: dict, model: DereverbModel, device: torch.device):
-    """A batch -> complex ``(B, F_full, T)`` reverberant and clean spectrograms, clean ``(B, S)``.
+    """A batch -> complex ``(B, F_full, T)`` reverberant and clean spectrograms.
 
     Waveform batches ``{"reverb","clean"}``; store batches ``{"reverb_spec","clean_spec"}``
-    (complex) or ``{"reverb_mag","clean_mag"}`` (magnitudes, zero phase, no waveform: None).
+    (complex) or ``{"reverb_mag","clean_mag"}`` (magnitudes, zero phase).
     The reverberant spectrogram has been through the model's frontend (WPE, when it has one).
     """
     if "reverb" in batch:
         reverb, clean = batch["reverb"].to(device).float(), batch["clean"].to(device).float()
-        return model.frontend(model.stft(reverb)), model.stft(clean), clean
+        return model.frontend(model.stft(reverb)), model.stft(clean)
     if "reverb_spec" in batch:
         reverb, clean = batch["reverb_spec"].to(device), batch["clean_spec"].to(device)
-        return model.frontend(reverb), clean, model.stft.inverse(clean)
+        return model.frontend(reverb), clean
     if model.feature_config.frontend != "none":
         raise DereverbError("features.frontend needs complex spectra: this store holds magnitudes only")
-    return tuple(batch[k].to(device).to(torch.complex64) for k in ("reverb_mag", "clean_mag")) + (None,)
+    return tuple(batch[k].to(device).to(torch.complex64) for k in ("reverb_mag", "clean_mag"))
 
 
 # --- the loop ------------------------------------------------------------------------------------
@@ -311,7 +306,7 @@ def train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str,
 
 def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str, float]]:
     tc = cfg.train
-    rank, world, device = _distributed(tc.device)
+    rank, world, device = _distributed()
     run_dir = Path(run_dir)
     check_run_dir(run_dir, {"stft": cfg.stft, "features": cfg.features, "model": cfg.model})
     train_set = _train_source(cfg, rank, world)
@@ -324,7 +319,7 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     model = DereverbModel(cfg.stft, cfg.features, cfg.model).to(device)
     dtype, channels_last = _precision(tc, device)
     model.set_channels_last(channels_last)
-    opt = torch.optim.AdamW(model.net.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay,
+    opt = torch.optim.AdamW(model.net.parameters(), lr=tc.lr, betas=BETAS, weight_decay=WEIGHT_DECAY,
                             fused=device.type in ("cpu", "cuda"))
     disc = opt_d = None
     if tc.gan.enabled:
@@ -365,7 +360,6 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     served = model if ema is None else ema.model  # what is validated and saved as best / last
     net = model.net if world == 1 else torch.nn.parallel.DistributedDataParallel(model.net)
     dnet = disc if disc is None or world == 1 else torch.nn.parallel.DistributedDataParallel(disc)
-    mrstft = losses.MultiResolutionStftLoss().to(device)
     model.train()
     batches = _batches(train_set, tc, step, rank, world)
     log.start(step, tc.steps)
@@ -377,7 +371,7 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
         except StopIteration:  # a finite source: start its next pass, seeded by the step
             batches = _batches(train_set, tc, step, rank, world)
             batch = next(batches)
-        reverb, clean, clean_wave = _pairs(batch, model, device)
+        reverb, clean = _pairs(batch, model, device)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         x, y = model.encode(reverb), model.encode(clean)  # (B, C, F, T) normalised features
@@ -385,20 +379,9 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
             out = net(x)
         pred = model.output_features(out, reverb)  # float32, comparable with y
         if tc.relative_floor:
-            parts = {"spec": losses.relative_spectral_loss(pred, y, x, tc.loss, tc.relative_floor)}
+            parts = {"spec": losses.relative_spectral_loss(pred, y, x, tc.relative_floor)}
         else:
-            parts = {"spec": losses.spectral_loss(pred, y, tc.loss)}
-        decoded = model.decode(out, reverb) if tc.log_mag_weight or tc.mrstft_weight or tc.si_sdr_weight else None
-        if tc.log_mag_weight:
-            n_freq = cfg.stft.n_freq
-            parts["log_mag"] = tc.log_mag_weight * losses.log_magnitude_loss(decoded[:, :n_freq].abs(),
-                                                                             clean[:, :n_freq].abs())
-        if tc.mrstft_weight or tc.si_sdr_weight:
-            est = model.stft.inverse(decoded, length=clean_wave.shape[-1])
-            if tc.mrstft_weight:
-                parts["mrstft"] = tc.mrstft_weight * mrstft(est, clean_wave)
-            if tc.si_sdr_weight:
-                parts["si_sdr"] = tc.si_sdr_weight * losses.si_sdr_loss(est, clean_wave)
+            parts = {"spec": losses.spectral_loss(pred, y)}
         if dnet is not None:
             with autocast(device, dtype):
                 d_loss = losses.discriminator_loss(dnet(x, y), dnet(x, pred.detach()), tc.gan.loss)
@@ -413,7 +396,7 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.net.parameters(), tc.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.net.parameters(), GRAD_CLIP)
         loss_value = _mean_over_ranks(loss.detach(), world)
         if not math.isfinite(loss_value):
             log.close()
@@ -432,7 +415,7 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
                  {k: float(v.detach()) for k, v in parts.items()}, tc.log_every)
         if rank == 0 and (step % tc.valid_every == 0 or done) and valid:
             last_metrics, outputs = validate(served, valid, device, tc.pesq)
-            score = last_metrics[tc.best_metric] * (1 if tc.best_metric == "si_sdr" else -1)
+            score = last_metrics["si_sdr"]
             log.valid(step, last_metrics)
             write_samples(run_dir / "samples" / f"step_{step:07d}", valid[: tc.samples], outputs, served)
             if best is None or score > best:
@@ -457,12 +440,10 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
 
 
 def _init_from(model: DereverbModel, spec: str) -> bool:
-    """Copy checkpoint ``spec``'s network weights into ``model`` (same STFT and architecture, the
-    parameter-free ``model.antialias`` aside), and its normaliser too when both compress alike;
-    returns whether the normaliser was copied."""
+    """Copy checkpoint ``spec``'s network weights into ``model`` (same STFT and architecture), and
+    its normaliser too when both compress alike; returns whether the normaliser was copied."""
     src = checkpoint.load(checkpoint.resolve_model(spec))
-    arch = dataclasses.replace(src.model_config, antialias=model.model_config.antialias)
-    if (src.stft_config, arch) != (model.stft_config, model.model_config):
+    if (src.stft_config, src.model_config) != (model.stft_config, model.model_config):
         raise DereverbError(f"train.init {spec}: its stft/model sections differ from this run's")
     compression = ("compression", "floor_db", "power", "normalization")  # the frontend may differ
     if all(getattr(src.feature_config, k) == getattr(model.feature_config, k) for k in compression):

@@ -76,30 +76,19 @@ def _filtered(y: Tensor, inv: Tensor, taps: int, delay: int) -> Tensor:
     return y - (past @ gain.conj().to(past.dtype))[..., 0]
 
 
-def wpe(spec: Tensor, taps: int = 40, delay: int = 3, iterations: int = 3, psd: Tensor | None = None) -> Tensor:
+def wpe(spec: Tensor, taps: int = 40, delay: int = 3, iterations: int = 3) -> Tensor:
     """Dereverberate complex STFTs ``(..., F, T)`` independently per leading index and frequency.
-
-    ``psd``: a speech power estimate of ``spec``'s shape (``|S|^2`` of a network's output, as in
-    DNN-WPE: Kinoshita et al., Interspeech 2017; Heymann et al., ICASSP 2019).  After the
-    ``iterations``, one more filter is estimated from ``y`` with the weights ``1 / max(psd,
-    |x|^2)``: the network's estimate where it is higher than WPE's own (WPE's estimate alone
-    shrinks towards zero in the gaps between words, so the weights there grow without bound).
 
     Returns a tensor of ``spec``'s shape and dtype.  Statistics are computed in ``complex128``
     when the input is, otherwise in ``complex64`` with the small solves in ``complex128``.
     """
     if taps < 1 or delay < 1 or iterations < 1:
         raise ValueError("wpe: taps, delay and iterations must be at least 1")
-    if psd is not None and psd.shape != spec.shape:
-        raise ValueError(f"wpe: psd has shape {tuple(psd.shape)}, the STFT {tuple(spec.shape)}")
     shape = spec.shape
     y = spec.reshape(-1, *shape[-2:])  # (N, F, T)
     x = y
-    guides = [None] * iterations + ([psd.reshape(y.shape).to(y.real.dtype)] if psd is not None else [])
-    for guide in guides:
+    for _ in range(iterations):
         power = x.real.square() + x.imag.square()  # (N, F, T)
-        if guide is not None:
-            power = torch.maximum(power, guide)
         floor = 1e-10 * power.flatten(1).amax(1)[:, None, None]  # as nara_wpe: per signal
         inv = torch.where(floor > 0, 1.0 / torch.maximum(power, floor), torch.ones_like(power))
         x = torch.cat([_filtered(y[:, i : i + BLOCK], inv[:, i : i + BLOCK], taps, delay)
