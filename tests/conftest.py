@@ -11,7 +11,6 @@ from dereverb import audio
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-SHARED = REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import torch
 
 from dereverb import audio, checkpoint
 from dereverb.chunking import ChunkConfig, OverlapAdd
-from dereverb.enhance import PEAK, PRETRAINED_DIR, Dereverberator, mirror_frames
+from dereverb.enhance import PEAK, Dereverberator, mirror_frames
 from dereverb.errors import DereverbError
 from dereverb.wpe import WpeConfig, wpe
 from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
@@ -217,10 +217,21 @@ def test_from_pretrained_file_and_run_folder(tmp_path, reverberant):
         Dereverberator.from_pretrained(tmp_path / "bad.safetensors")
 
 
-@pytest.mark.skipif((PRETRAINED_DIR / "default.safetensors").exists(), reason="bundled model present")
-def test_missing_bundled_model_is_a_clear_error():
-    with pytest.raises(DereverbError, match="bundled model is not installed"):
+def test_bundled_names_and_a_missing_bundled_model(tmp_path, monkeypatch, reverberant):
+    """``None`` and a bare name look in the pretrained folder (here a stand-in holding one tiny
+    model); without the default there, the error says what to pass instead."""
+    model = tiny_model()
+    monkeypatch.setattr(checkpoint, "PRETRAINED_DIR", tmp_path)
+    with pytest.raises(DereverbError, match="bundled model is not installed; pass --model PATH"):
         Dereverberator.from_pretrained()
+    checkpoint.save(tmp_path / "mine.safetensors", model)
+    with pytest.raises(DereverbError, match=r"nor a bundled model name \(bundled: mine\)"):
+        Dereverberator.from_pretrained("other")
+    x = reverberant[:20000]
+    ref = Dereverberator(model, "cpu")(x, 16000)
+    np.testing.assert_allclose(Dereverberator.from_pretrained("mine", device="cpu")(x, 16000), ref, atol=1e-6)
+    checkpoint.save(tmp_path / "default.safetensors", model)
+    np.testing.assert_allclose(Dereverberator.from_pretrained(device="cpu")(x, 16000), ref, atol=1e-6)
 
 
 def test_shifts_average_passes_over_the_grid_on_mirrored_input(reverberant):

@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.signal as ss
+import torch
 
-from dereverb import audio, baselines, metrics
+from dereverb import audio, baselines, checkpoint, metrics
 from dereverb.cli import main
+from dereverb.config import FeatureConfig, StftConfig
 from dereverb.errors import DereverbError
 from dereverb.evaluate import EvalConfig, evaluate, pair_files, read_csv
+from dereverb.model import DereverbModel, model_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SR = 16000
@@ -157,13 +160,6 @@ def test_system_label_clash_and_bad_flags(testset):
 
 def test_cli_with_a_model(testset, capsys):
     """``--model PATH`` enhances every file (outputs kept) and scores them as system model:NAME."""
-    checkpoint = pytest.importorskip("dereverb.checkpoint")
-    pytest.importorskip("dereverb.enhance")
-    from dereverb.config import FeatureConfig, StftConfig
-    from dereverb.model import DereverbModel, model_config
-
-    import torch
-
     torch.manual_seed(0)
     checkpoint.save(testset / "tiny.safetensors", DereverbModel(StftConfig(), FeatureConfig(), model_config("tiny")))
     code = main(["evaluate", "--reverb", str(testset / "reverb"), "--clean", str(testset / "clean"),

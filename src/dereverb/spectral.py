@@ -263,9 +263,3 @@ def griffin_lim(
     final = prev if n_iter > 0 else spec
     return stft.inverse(final, length)
 
-
-def spectral_convergence(mag: Tensor, wave: Tensor, stft: Stft) -> Tensor:
-    """``||mag - |STFT(wave)| ||_F / ||mag||_F`` per batch item: 0 for a perfect reconstruction."""
-    est = stft(wave).abs()
-    dims = (-2, -1)
-    return torch.linalg.vector_norm(mag - est, dim=dims) / torch.linalg.vector_norm(mag, dim=dims)
