@@ -1,10 +1,11 @@
-# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Two commands do all set-up on a fresh machine: `make demo` and `make test` (`make test-fast`: the
+# tests not marked slow).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-testset clean
+.PHONY: setup demo test test-fast bench bench-testset clean
 
 # torch is installed first and pinned, so nothing pulls a CUDA build; never torchaudio.
 $(STAMP): pyproject.toml
@@ -21,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The quick subset for a change in progress (under a minute on 2 cores); `make test` (CI) runs all.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
 
 # Scripts that score a paired test set (dereverb make-testset) run with `make bench-testset TESTSET=DIR`.
 TESTSET_BENCH = benchmarks/mask_ceiling.py benchmarks/mask_strength.py

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 
@@ -20,6 +21,7 @@ def test_help_lists_subcommands():
     assert r.returncode == 0 and "info" in r.stdout
 
 
+@pytest.mark.slow
 def test_info_prints_header(tmp_path):
     sf.write(tmp_path / "a.wav", np.zeros((4410, 3)), 44100, subtype="PCM_24")
     r = run_cli("info", str(tmp_path))
@@ -27,6 +29,7 @@ def test_info_prints_header(tmp_path):
     assert "44100 Hz\t3 ch\t0.10 s\tWAV/PCM_24" in r.stdout
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2(tmp_path):
     bad = tmp_path / "fake.wav"
     bad.write_text("not audio")
@@ -38,6 +41,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path):
         assert len(lines) == 1 and str(target) in lines[0]
 
 
+@pytest.mark.slow
 def test_debug_shows_traceback(tmp_path):
     r = run_cli("info", "--debug", str(tmp_path / "missing.wav"))
     assert r.returncode == 2 and "Traceback" in r.stderr

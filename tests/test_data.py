@@ -182,6 +182,7 @@ def test_pool_only_and_simulated_if_missing(tmp_path, corpus):
     assert np.isfinite(take(ds, 2)[1]["reverb"].numpy()).all()
 
 
+@pytest.mark.slow
 def test_hf_decay_range_reshapes_the_pool_once_per_rir(tmp_path, corpus):
     pool = str(tmp_path / "pool")
     cfg = config(corpus, rir_pool=pool, simulate_count=2)

@@ -72,6 +72,7 @@ def test_oracle_magnitude_restores_the_clean_spectrum(clean_speech, church):
     assert metrics.cepstral_distance(x, oracle, SR) < 0.5 * metrics.cepstral_distance(x, y, SR)
 
 
+@pytest.mark.slow
 def test_wpe_removes_some_reverberation(clean_speech, church):
     x, y = clean_speech[: 2 * SR], church[: 2 * SR]
     out = baselines.wpe(y)
@@ -106,6 +107,7 @@ def test_pairing_reports_missing_partners_and_reads_conditions(testset):
     assert [it.condition for it in items] == ["far", "room A", "near"]
 
 
+@pytest.mark.slow
 def test_evaluate_parallel_with_bad_files(testset):
     """Two workers; a clean file at 22.05 kHz, a clean file of another length, a silent system
     output, a system with a missing file: all reported, the rest evaluated."""
@@ -158,6 +160,7 @@ def test_system_label_clash_and_bad_flags(testset):
                  "-o", str(testset / "o")]) == 2
 
 
+@pytest.mark.slow
 def test_cli_with_a_model(testset, capsys):
     """``--model PATH`` enhances every file (outputs kept) and scores them as system model:NAME."""
     torch.manual_seed(0)

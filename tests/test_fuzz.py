@@ -107,6 +107,7 @@ def test_read_returns_finite_float_frames_or_a_clear_error(case):
             assert (x.shape, rate) == ((spec["channels"], spec["frames"]), spec["rate"])
 
 
+@pytest.mark.slow
 @FUZZ
 @given(audio_files())
 def test_enhance_file_keeps_length_and_stays_finite_or_writes_nothing(enhancer, case):

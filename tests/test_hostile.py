@@ -42,6 +42,7 @@ def outputs(root: Path) -> list[str]:
 # --- enhance: files --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(VALID))
 def test_enhance_awkward_valid_file_gives_a_correct_output(name, lib, model_file, tmp_path, capsys):
     src = copy_files(lib, [name], tmp_path / "in") / name
@@ -204,6 +205,7 @@ def test_evaluate_wrong_kinds_of_path(lib, model_file, tmp_path, capsys):
     assert hashes(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_evaluate_symlink_loop_and_output_inside_the_input(lib, tmp_path, capsys):
     """``-o`` equal to ``--reverb``: evaluate's own audio (assets/) never becomes an input, so a
     rerun scores the same files; a symlink loop is walked once."""

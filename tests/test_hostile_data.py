@@ -41,6 +41,7 @@ def train(capsys, run_dir: Path, *sets: str) -> tuple[int, str, str]:
 # --- prepare ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_prepare_awkward_speech_and_rirs_make_a_verified_finite_store(lib, tmp_path, capsys):
     speech = copy_files(lib, sorted(VALID), tmp_path / "speech")
     rirs = rir_variants(tmp_path / "rirs")

@@ -126,6 +126,7 @@ def test_read_only_output_folder(lib, model_file, tmp_path, capsys):
 # --- full disk -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_enhance_file_size_limit_in_both_passes(lib, model_file, tmp_path, capsys):
     """100 kB: the float scratch pass fails; 1 MB with a float64 input: the final write fails."""
     src = copy_files(lib, ["long.wav", "long64.wav"], tmp_path / "in")
@@ -184,6 +185,7 @@ def test_train_file_size_limit_then_resume(writer, tmp_path, capsys):
     assert checkpoint.load_state(tmp_path / "run" / "state.pt")["step"] == 2
 
 
+@pytest.mark.slow
 def test_real_full_filesystem(lib, model_file, tmp_path, capsys):
     """A 96 kB tmpfs: every command fails naming the file (libsndfile says only "System error"),
     and the filesystem holds no temporary file afterwards."""

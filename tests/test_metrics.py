@@ -58,6 +58,7 @@ def test_intrusive_best_on_identical_and_worse_on_reverberant(name, speech):
     assert (worse < same - 0.1) if higher else (worse > same + 0.1)
 
 
+@pytest.mark.slow
 def test_nonintrusive_rate_reverberant_worse(speech):
     clean, rev = speech
     assert metrics.srmr(clean, SR) > 2 * metrics.srmr(rev, SR)
@@ -215,6 +216,7 @@ def test_srmr_filterbanks_and_modulation_preference():
     assert metrics.srmr(3 * carrier, SR) == pytest.approx(metrics.srmr(carrier, SR), rel=1e-9)
 
 
+@pytest.mark.slow
 def test_dnsmos_matches_speechmos_reference(speech, monkeypatch):
     """speechmos' own pipeline (librosa stubbed: only its P.808 branch uses it) gives the same."""
     fake = types.ModuleType("librosa")

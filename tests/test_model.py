@@ -12,6 +12,7 @@ from dereverb.errors import DereverbError
 from dereverb.model import DereverbModel, ModelConfig, PatchDiscriminator, UNet, count_parameters, model_config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("norm", ["batch", "instance", "none"])
 @pytest.mark.parametrize("depth", [1, 3, 5])
@@ -23,6 +24,7 @@ def test_unet_keeps_any_shape(kernel, norm, depth):
         assert net(x).shape == (2, 1, n_f, n_t)
 
 
+@pytest.mark.slow
 def test_named_configurations_sizes():
     sizes = {name: count_parameters(UNet(model_config(name))) for name in ("tiny", "small", "paper")}
     assert 30_000 < sizes["tiny"] < 70_000
@@ -125,6 +127,7 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_small_model_overfits_one_batch(speech, rir_16k, one_thread):
     torch.manual_seed(0)
     model = DereverbModel(StftConfig(), FeatureConfig(), model_config("small"))

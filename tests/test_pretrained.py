@@ -41,6 +41,7 @@ def test_bundled_metadata_holds_removed_keys_at_their_old_defaults():
     assert checkpoint.load(checkpoint.resolve_model(None)).model_config == ModelConfig(output="mask")
 
 
+@pytest.mark.slow
 def test_bundled_model_dereverberates_a_held_out_church(church):
     reverb, clean = church
     y = Dereverberator.from_pretrained(device="cpu")(reverb, 16000)
@@ -50,6 +51,7 @@ def test_bundled_model_dereverberates_a_held_out_church(church):
     assert metrics.srmr(y, 16000) > metrics.srmr(reverb, 16000) + 1.0
 
 
+@pytest.mark.slow
 def test_chunked_equals_one_pass_with_the_trained_model(church):
     reverb = np.tile(church[0], 3)  # 15 s = 1898 frames: three segments of 1280 frames
     whole = Dereverberator.from_pretrained(device="cpu", chunk=ChunkConfig(chunk_frames=0))(reverb, 16000)
@@ -60,6 +62,7 @@ def test_chunked_equals_one_pass_with_the_trained_model(church):
     assert rel < 1e-3
 
 
+@pytest.mark.slow
 def test_digital_silence_at_the_edges_changes_nothing(church):
     """Zeros before and after a file are not fed to the network (they used to spoil the two
     seconds next to them); the original part comes out exactly as without them."""

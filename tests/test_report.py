@@ -120,6 +120,7 @@ def _check_rows(rows: list[list[str]], metrics: list[str], want: dict) -> int:
     return checked
 
 
+@pytest.mark.slow
 def test_csv_markdown_html_and_json_agree(report_dir):
     want = _expected(report_dir)
     metrics = ["stoi", "si_sdr", "cd", "llr"]
@@ -192,6 +193,7 @@ def test_compare_pairs_two_reports_by_file(tmp_path, capsys):
     assert "| all | model:ft (new) | 4 | +0.250 ± " in compare_reports(new, bundled, metrics=("pesq",))
 
 
+@pytest.mark.slow
 def test_summary_holds_the_paired_gains(report_dir):
     with open(report_dir / "per_file.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -225,6 +227,7 @@ def _browser_check(page: Path, tmp: Path) -> dict:
     return json.loads(dom[start : dom.index('"', start)].replace("&quot;", '"'))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_report_loads_offline_in_headless_chromium(report_dir, tmp_path):
     html = (report_dir / "report.html").read_text()

@@ -122,6 +122,7 @@ def _gl_error(mag, stft, n_iter, momentum):
     return (torch.linalg.vector_norm(mag - est) / torch.linalg.vector_norm(mag)).item()
 
 
+@pytest.mark.slow
 def test_griffin_lim_converges_and_fast_gl_is_faster(stft, speech):
     mag = stft(torch.from_numpy(speech[0][8000:24000])).abs()
     plain = [_gl_error(mag, stft, n, 0.0) for n in (2, 8, 32)]

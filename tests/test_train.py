@@ -90,6 +90,7 @@ def test_empty_data_path_fails_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_run_folder_and_resume_equals_uninterrupted(tiny_data, tmp_path, monkeypatch, capsys):
     cfg = load_config(None, _overrides(tiny_data))
     full, metrics = train(cfg, tmp_path / "full")
@@ -270,6 +271,7 @@ torch.save(model.state_dict(), f"{run}/rank{dist.get_rank()}.pt")
 """
 
 
+@pytest.mark.slow
 def test_two_process_gloo_ddp_keeps_ranks_identical_and_resumes(tiny_data, tmp_path):
     (tmp_path / "worker.py").write_text(WORKER)
     run = tmp_path / "run"
