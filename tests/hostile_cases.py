@@ -99,6 +99,10 @@ def make_library(root: Path) -> Path:
         sf.write(root / name, x, 16000, subtype="FLOAT")
     sf.write(root / "aiff.aiff", speechlike(16000, 16000, rng), 16000, subtype="PCM_16", format="AIFF")
     sf.write(root / "wav_named.mp3", speechlike(16000, 16000, rng), 16000, subtype="PCM_16", format="WAV")
+    sf.write(root / "wav_named.m4a", speechlike(16000, 16000, rng), 16000, subtype="PCM_16", format="WAV")
+    sf.write(root / "wavex.wav", speechlike(16000, 16000, rng, 2), 16000, subtype="PCM_24", format="WAVEX")
+    if "MP3" in sf.available_formats():  # libsndfile >= 1.1 encodes MP3 (LAME)
+        sf.write(root / "talk.mp3", speechlike(16000, 16000, rng, 2), 16000, format="MP3")
     return root
 
 

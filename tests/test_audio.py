@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -170,3 +172,64 @@ def test_read_segment_seeks_resamples_and_pads(tmp_path, speech):
     (tmp_path / "bad.wav").write_bytes(b"RIFF0000")
     with pytest.raises(DereverbError, match="bad.wav: cannot decode audio"):
         audio.read_segment(tmp_path / "bad.wav", 0.0, 10, 16000)
+
+
+@pytest.mark.parametrize("name, subtype, rate, want", [
+    ("x.wav", "MPEG_LAYER_III", 16000, "PCM_16"),  # libsndfile's check_format accepts MP3 in WAV; writing fails
+    ("x.flac", "VORBIS", 44100, "PCM_16"),  # from a lossy codec: 16 bits, not the format's widest
+    ("x.wav", "OPUS", 48000, "PCM_16"),
+    ("x.wav", "PCM_24", 16000, "PCM_24"),  # what the format holds is kept
+    ("x.aiff", "FLOAT", 16000, "FLOAT"),
+    ("x.flac", "DOUBLE", 16000, "PCM_24"),  # FLAC holds no float: 24 bits, not 16
+    ("x.ogg", "PCM_24", 16000, "VORBIS"),  # else the format's default
+    ("x.ogg", "OPUS", 48000, "OPUS"),
+    ("x.opus", "PCM_16", 16000, "OPUS"),  # .opus is Opus in Ogg, not Vorbis
+])
+def test_output_subtype_is_one_the_format_can_write(tmp_path, name, subtype, rate, want):
+    if audio.FORMATS.get(Path(name).suffix) is None:
+        pytest.skip(f"no {name} writer in this libsndfile")
+    assert audio.compatible_subtype(tmp_path / name, subtype, rate, 2) == want
+    audio.write(tmp_path / name, np.zeros((2, 480), np.float32), rate, subtype)  # and it writes
+    assert sf.info(tmp_path / name).subtype == want
+
+
+@pytest.mark.skipif("MP3" not in audio.FORMATS.values(), reason="this libsndfile has no MP3")
+def test_mp3_subtype_and_rates_it_cannot_hold(tmp_path):
+    assert audio.compatible_subtype(tmp_path / "x.mp3", "PCM_24", 44100, 1) == "MPEG_LAYER_III"
+    with pytest.raises(DereverbError, match=r"x.mp3: MP3 cannot hold 1-channel audio at 96000 Hz \(MPEG"):
+        audio.compatible_subtype(tmp_path / "x.mp3", "PCM_24", 96000, 1)
+
+
+def test_a_wav_variant_keeps_its_container_in_a_wav_name(tmp_path):
+    assert audio.output_format(tmp_path / "x.wav", "WAVEX") == "WAVEX"
+    assert audio.output_format(tmp_path / "x.wav", "RF64") == "RF64"
+    assert audio.output_format(tmp_path / "x.wav", "FLAC") == "WAV"  # FLAC named .wav: the name decides
+    assert audio.output_format(tmp_path / "x.flac", "WAVEX") == "FLAC"
+    with audio.BlockWriter(tmp_path / "x.wav", 16000, 2, "PCM_24", like="WAVEX") as w:
+        w.write(np.zeros((2, 100), np.float32))
+    assert (sf.info(tmp_path / "x.wav").format, sf.info(tmp_path / "x.wav").subtype) == ("WAVEX", "PCM_24")
+
+
+def test_truncated_data_is_told_from_the_header(tmp_path):
+    sf.write(tmp_path / "whole.wav", np.full(16000, 0.1), 16000, subtype="PCM_16")
+    raw = (tmp_path / "whole.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(raw[: 44 + 2 * 4000])
+    whole, cut = audio.info(tmp_path / "whole.wav"), audio.info(tmp_path / "cut.wav")
+    assert (whole.header_frames, whole.truncated) == (16000, "")
+    assert (cut.frames, cut.header_frames) == (4000, 16000)
+    assert cut.truncated == (f"{tmp_path / 'cut.wav'}: truncated: its header promises 1.00 s, the file holds "
+                             "0.25 s; only that part is used")
+    streamed = bytearray(raw)
+    streamed[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # a streamed recording's "length unknown"
+    (tmp_path / "streamed.wav").write_bytes(bytes(streamed))
+    assert audio.info(tmp_path / "streamed.wav").truncated == ""
+
+
+def test_folder_listing_for_enhance_takes_every_readable_format_and_names_foreign_audio(tmp_path):
+    for name in ["a.wav", "b.mp3", "c.aiff", "d.caf", "e.m4a", "f.txt"]:
+        (tmp_path / name).touch()
+    with pytest.warns(UserWarning, match=r"e\.m4a: skipped: dereverb cannot decode \.m4a audio") as caught:
+        found = [p.name for p in audio.list_audio(tmp_path, audio.READ_SUFFIXES, warn_foreign=True)]
+    assert len(caught) == 1
+    assert found == [n for n in ["a.wav", "b.mp3", "c.aiff", "d.caf"] if Path(n).suffix in audio.FORMATS]
+    assert [p.name for p in audio.list_audio(tmp_path)] == ["a.wav"]  # training folders: .wav/.flac/.ogg

@@ -83,6 +83,23 @@ def test_output_folder_inside_the_input_folder(tree, model_file, capsys):
     assert sorted(str(p.relative_to(dry)) for p in dry.rglob("*") if p.is_file()) == ["a.wav", "sub/b.flac"]
 
 
+def test_in_place_with_a_suffix_reruns_and_skips_its_own_outputs(tree, model_file, capsys):
+    """``-o`` the input folder itself with ``--suffix``: outputs land beside their inputs, and a
+    rerun takes them for what they are (done work), not for new inputs or inputs to protect."""
+    before = hashes(tree)
+    assert enhance(tree, "-o", tree, "--suffix", "_dry", model=model_file) == 0
+    done = {p: hashes(tree)[p] for p in (str(tree / "a_dry.wav"), str(tree / "sub" / "b_dry.flac"))}
+    capsys.readouterr()
+    assert enhance(tree, "-o", tree, "--suffix", "_dry", model=model_file) == 0
+    out = capsys.readouterr().out
+    assert "skipped 2 existing output(s)" in out and out.strip().splitlines()[-1].startswith("0 files")
+    assert hashes(tree) == {**before, **done}  # no a_dry_dry.wav, nothing rewritten
+    assert enhance(tree, "-o", tree, "--suffix", "_dry", "--overwrite", model=model_file) == 0
+    assert sorted(hashes(tree)) == sorted({**before, **done})
+    assert enhance(tree, "-o", tree, model=model_file) == 2  # no suffix: each output would be its input
+    assert "is an input file" in capsys.readouterr().err
+
+
 def test_options_mono_model_rate_strength_and_onnx(tree, tmp_path, model_file):
     out = tmp_path / "out"
     args = ["--mono", "--output-rate", "model", "--strength", "0.5", "--backend", "onnx", "--phase", "griffinlim"]
@@ -113,6 +130,8 @@ def test_interrupted_folder_run_leaves_no_partial_file_and_rerun_finishes(tree, 
     monkeypatch.setattr(Dereverberator, "_rows", dies_in_second_file)
     assert enhance(tree, "-o", out, model=model_file) == 130
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.wav"]
+    assert not (out / "sub").exists()  # the folder made for b.flac is removed with its scratch file
+    (out / "sub").mkdir()
     (out / "sub" / ".b.flac.k1ll3d.f32.tmp").write_bytes(b"\0" * 64)  # what a SIGKILL leaves
     monkeypatch.setattr(Dereverberator, "_rows", real)
     assert enhance(tree, "-o", out, model=model_file) == 0

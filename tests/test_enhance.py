@@ -137,10 +137,39 @@ def test_would_clip_is_scaled_down_with_a_warning(reverberant):
     np.testing.assert_allclose(y, x * PEAK / np.abs(x).max(), atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [np.array([np.nan, 0.0]), np.zeros(0), np.zeros(10, np.int16)])
+@pytest.mark.parametrize("bad", [np.array([np.nan, 0.0]), np.zeros(0), np.zeros(10, bool), np.zeros(10, np.uint64)])
 def test_bad_arrays_are_clear_errors(d, bad):
     with pytest.raises(DereverbError):
         d(bad, 16000)
+
+
+@pytest.mark.parametrize("shape", [(1600, 2), (32000, 2), (8, 1600, 2)])
+def test_samples_channels_arrays_are_refused_or_taken_when_said(d, reverberant, shape):
+    """soundfile's ``(samples, channels)`` passed as ``(channels, samples)`` used to run as 1600
+    one-sample channels (seconds to hours of garbage); it is an error naming the expected shape,
+    and ``channels_first=False`` takes it, giving the transpose of the ``(C, S)`` result."""
+    x = np.resize(reverberant, shape[:-2] + shape[-1:] + shape[-2:-1])  # (..., C, S)
+    x[..., 1, :] *= 0.5
+    with pytest.raises(DereverbError, match=r"read as \d+ channels of 2 samples.*channels_first=False"):
+        d(np.swapaxes(x, -1, -2), 16000)
+    if shape[-2] > 2000:
+        return  # the error is the point; enhancing 2 s is test_any_rate's job
+    y = d(np.swapaxes(x, -1, -2), 16000, channels_first=False)
+    assert y.shape == shape and y.dtype == x.dtype
+    np.testing.assert_allclose(y, np.swapaxes(d(x, 16000), -1, -2), atol=1e-6)
+    t = d(torch.from_numpy(np.swapaxes(x, -1, -2)), 16000, channels_first=False)
+    assert isinstance(t, torch.Tensor) and torch.allclose(t, torch.from_numpy(y), atol=1e-6)
+
+
+def test_int_pcm_arrays_are_converted_and_returned_in_their_type(d, reverberant):
+    x = reverberant[:8000]
+    pcm = np.round(x * 32768).astype(np.int16)
+    y = d(pcm, 16000)
+    expected = d(pcm / np.float32(32768), 16000)
+    assert y.dtype == np.int16 and y.shape == pcm.shape
+    assert np.abs(y.astype(np.int32) - np.round(expected * 32768)).max() <= 1  # one step of rounding
+    y32 = d(pcm.astype(np.int32) << 16, 16000)
+    assert y32.dtype == np.int32 and np.abs(y32 / 2.0**31 - expected).max() < 1e-6
 
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_24", "PCM_32", "FLOAT"])

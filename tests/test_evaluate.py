@@ -218,3 +218,23 @@ def test_make_testset_measured_rirs(tmp_path, clean_speech):
     assert row["condition"] == "church" and 1.0 < float(row["t30"]) < 1.5  # measured T30 1.26 s
     assert main(["make-testset", "--speech", str(speech), "--rirs", "simulate", "--distances", "near",
                  "-o", str(tmp_path / "p")]) == 2
+
+
+def test_make_testset_spreads_few_utterances_over_the_conditions(tmp_path, clean_speech):
+    """4 utterances over 6 one-utterance conditions: each is used once or twice (independent draws
+    per condition used one of them for 5 of the 6 pairs)."""
+    speech, rirs = tmp_path / "speech", tmp_path / "rirs"
+    speech.mkdir()
+    rirs.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        audio.write(speech / f"s{i}.wav", clean_speech[i * SR // 2 :][: SR // 2], SR)
+    for i in range(6):
+        audio.write(rirs / f"room{i}.wav", _rir(0.2 + 0.1 * i, rng), SR, subtype="FLOAT")
+    for seed in range(4):
+        out = tmp_path / f"set{seed}"
+        assert main(["make-testset", "--speech", str(speech), "--rirs", str(rirs), "--per-condition", "1",
+                     "--seed", str(seed), "-o", str(out)]) == 0
+        with open(out / "conditions.csv", newline="") as f:
+            used = [Path(r["speech"]).name for r in csv.DictReader(f)]
+        assert len(used) == 6 and sorted({used.count(u) for u in set(used)}) == [1, 2] and len(set(used)) == 4, used

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import save_file
 
 from dereverb import checkpoint
-from hostile_cases import (INVALID, VALID, assert_one_line_error, cli, copy_files, hashes, make_library,
+from hostile_cases import (INVALID, RIR, VALID, assert_one_line_error, cli, copy_files, hashes, make_library,
                            temp_files, tiny_model_file)
 
 
@@ -33,6 +33,15 @@ def lib(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     return tiny_model_file(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+M4A_SKIPPED = ("dereverb: warning: {}: skipped: dereverb cannot decode .m4a audio; "
+               "convert it to WAV or FLAC (e.g. with ffmpeg)")
+
+
+def skipped(err: str) -> list[str]:
+    """The warning lines that name a file left out of a folder."""
+    return [line for line in err.splitlines() if line.startswith("dereverb: warning: ") and ": skipped: " in line]
 
 
 def outputs(root: Path) -> list[str]:
@@ -63,9 +72,9 @@ def test_enhance_awkward_valid_file_gives_a_correct_output(name, lib, model_file
 def test_enhance_broken_file_is_one_line_and_writes_nothing(name, lib, model_file, tmp_path, capsys):
     src = copy_files(lib, [name], tmp_path / "in") / name
     before = hashes(tmp_path / "in")
-    code, _, err = cli(capsys, "enhance", src, "-o", tmp_path / "out", "--model", model_file)
+    code, _, err = cli(capsys, "enhance", src, "-o", tmp_path / "out" / "sub", "--model", model_file)
     assert_one_line_error(code, err, str(src), INVALID[name])
-    assert outputs(tmp_path / "out") == [] and hashes(tmp_path / "in") == before
+    assert not (tmp_path / "out").exists() and hashes(tmp_path / "in") == before  # no folder left either
 
 
 def test_enhance_folder_with_a_nan_file_keeps_finished_outputs_only(lib, model_file, tmp_path, capsys):
@@ -76,17 +85,74 @@ def test_enhance_folder_with_a_nan_file_keeps_finished_outputs_only(lib, model_f
     assert sf.info(tmp_path / "out" / "good.wav").frames == 16000
 
 
-def test_enhance_unsupported_formats(lib, model_file, tmp_path, capsys):
-    """AIFF and a WAV named .mp3: read fine, but their output name needs a supported suffix."""
-    src = copy_files(lib, ["aiff.aiff", "wav_named.mp3"], tmp_path / "in")
-    for name in ("aiff.aiff", "wav_named.mp3"):
+def test_enhance_output_format_follows_the_output_name(lib, model_file, tmp_path, capsys):
+    """AIFF and a WAV named .mp3 come out as AIFF and MP3; a name no format goes with (a WAV
+    named .m4a) is an error unless ``-o NAME.wav`` converts; a folder holding only that file
+    has no audio, and says which file it skipped."""
+    src = copy_files(lib, ["aiff.aiff", "wav_named.mp3", "wav_named.m4a"], tmp_path / "in")
+    for name, fmt in (("aiff.aiff", "AIFF"), ("wav_named.mp3", "MP3")):
+        if fmt not in sf.available_formats():
+            continue
         code, _, err = cli(capsys, "enhance", src / name, "-o", tmp_path / "out", "--model", model_file)
-        assert_one_line_error(code, err, "unsupported output format", "use .wav, .flac or .ogg")
-        code, _, err = cli(capsys, "enhance", src / name, "-o", tmp_path / f"{name}.wav", "--model", model_file)
-        assert code == 0 and sf.info(tmp_path / f"{name}.wav").frames == 16000, err
-    code, _, err = cli(capsys, "enhance", src, "-o", tmp_path / "out", "--model", model_file)  # a folder: ignored
+        assert code == 0 and (sf.info(tmp_path / "out" / name).format, sf.info(tmp_path / "out" / name).frames) \
+            == (fmt, 16000), err
+    code, _, err = cli(capsys, "enhance", src / "wav_named.m4a", "-o", tmp_path / "out", "--model", model_file)
+    assert_one_line_error(code, err, "unsupported output format", "'.m4a'", ".wav, .flac")
+    code, _, err = cli(capsys, "enhance", src / "wav_named.m4a", "-o", tmp_path / "m4a.wav", "--model", model_file)
+    assert code == 0 and sf.info(tmp_path / "m4a.wav").frames == 16000, err
+    only = copy_files(lib, ["wav_named.m4a"], tmp_path / "only")
+    code, _, err = cli(capsys, "enhance", only, "-o", tmp_path / "out2", "--model", model_file)
     assert_one_line_error(code, err, "no audio files")
-    assert outputs(tmp_path / "out") == []
+    assert skipped(err) == [M4A_SKIPPED.format(only / "wav_named.m4a")]
+    assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.skipif("MP3" not in sf.available_formats(), reason="this libsndfile has no MP3")
+@pytest.mark.parametrize("suffix, subtype", [(".wav", "PCM_16"), (".flac", "PCM_16"), (".ogg", "VORBIS"),
+                                             (".mp3", "MPEG_LAYER_III"), (".aiff", "PCM_16")])
+def test_enhance_mp3_converts_to_every_output_format(suffix, subtype, lib, model_file, tmp_path, capsys):
+    """An MP3 input written as WAV or FLAC gets 16-bit PCM (the MP3 codec does not fit there, and
+    more bits would hold only its noise); as Ogg, Vorbis; as MP3, MP3 again."""
+    src = copy_files(lib, ["talk.mp3"], tmp_path / "in") / "talk.mp3"
+    code, _, err = cli(capsys, "enhance", src, "-o", tmp_path / f"talk{suffix}", "--model", model_file)
+    assert code == 0, err
+    info = sf.info(tmp_path / f"talk{suffix}")
+    assert (info.subtype, info.channels, info.samplerate, info.frames) == (subtype, 2, 16000, sf.info(src).frames)
+    assert temp_files(tmp_path) == []
+
+
+def test_enhance_folder_takes_every_format_soundfile_reads_and_names_what_it_skips(lib, model_file, tmp_path,
+                                                                                  capsys):
+    names = ["good.wav", "aiff.aiff", "wav_named.mp3", "wavex.wav"] + (["talk.mp3"] if (lib / "talk.mp3").exists()
+                                                                      else [])
+    src = copy_files(lib, names + ["wav_named.m4a"], tmp_path / "in")
+    (src / "notes.txt").write_text("not audio, and not said to be")
+    code, out, err = cli(capsys, "enhance", src, "-o", tmp_path / "out", "--model", model_file)
+    assert code == 0, err
+    assert outputs(tmp_path / "out") == sorted(names) and f"{len(names)} files" in out
+    assert skipped(err) == [M4A_SKIPPED.format(src / "wav_named.m4a")]
+    assert sf.info(tmp_path / "out" / "wavex.wav").format == "WAVEX"  # the container is kept
+    assert sf.info(tmp_path / "out" / "wavex.wav").subtype == "PCM_24"
+
+
+def test_enhance_output_format_that_cannot_hold_the_input_is_refused_before_any_work(lib, model_file, tmp_path,
+                                                                                      capsys):
+    src = copy_files(lib, ["192k.wav"], tmp_path / "in") / "192k.wav"
+    target = tmp_path / "out" / "x.opus"  # Opus: 8 to 48 kHz only
+    code, _, err = cli(capsys, "enhance", src, "-o", target, "--model", model_file)
+    assert_one_line_error(code, err, str(target), "cannot hold 1-channel audio at 192000 Hz", "Opus only supports")
+    assert not (tmp_path / "out").exists()
+    code, _, err = cli(capsys, "enhance", src, "-o", target, "--output-rate", "model", "--model", model_file)
+    assert code == 0 and (sf.info(target).subtype, sf.info(target).samplerate) == ("OPUS", 16000), err
+
+
+def test_enhance_truncated_file_warns_and_uses_what_is_there(lib, model_file, tmp_path, capsys):
+    src = copy_files(lib, ["truncated_data.wav"], tmp_path / "in") / "truncated_data.wav"
+    code, _, err = cli(capsys, "enhance", src, "-o", tmp_path / "out", "--model", model_file)
+    assert code == 0, err
+    assert (f"dereverb: warning: {src}: truncated: its header promises 1.00 s, the file holds 0.50 s; "
+            "only that part is used") in err.splitlines()
+    assert sf.info(tmp_path / "out" / "truncated_data.wav").frames == 8000
 
 
 # --- enhance: paths --------------------------------------------------------------------------------
@@ -182,12 +248,12 @@ def test_evaluate_broken_file_is_one_line(name, lib, tmp_path, capsys):
     code, _, err = cli(capsys, "evaluate", "--reverb", reverb, *CHEAP, "-o", tmp_path / "out")
     assert_one_line_error(code, err, name, INVALID[name])
     assert hashes(reverb) == before and temp_files(tmp_path) == []
-    assert not (tmp_path / "out" / "per_file.csv").exists()
+    assert not (tmp_path / "out").exists()  # a failed run leaves nothing it created
 
 
 def test_evaluate_wrong_kinds_of_path(lib, model_file, tmp_path, capsys):
     reverb = copy_files(lib, ["good.wav"], tmp_path / "reverb")
-    only_aiff = copy_files(lib, ["aiff.aiff", "wav_named.mp3"], tmp_path / "aiff")
+    only_m4a = copy_files(lib, ["wav_named.m4a"], tmp_path / "m4a")
     (tmp_path / "empty").mkdir()
     cases = {
         ("--reverb", tmp_path / "missing", "-o", tmp_path / "out"): "not a folder of audio files",
@@ -196,13 +262,34 @@ def test_evaluate_wrong_kinds_of_path(lib, model_file, tmp_path, capsys):
         ("--reverb", reverb, "-o", reverb / "good.wav"): "File exists",
         ("--reverb", reverb, "-o", reverb / "good.wav" / "sub"): "Not a directory",
         ("--reverb", reverb, "--model", tmp_path / "empty", "-o", tmp_path / "out"): "holds no checkpoint",
-        ("--reverb", only_aiff, "-o", tmp_path / "out"): "no audio files",
+        ("--reverb", only_m4a, "-o", tmp_path / "out"): "no audio files",
     }
     before = hashes(tmp_path)
     for args, message in cases.items():
         code, _, err = cli(capsys, "evaluate", *args, *CHEAP)
         assert_one_line_error(code, err, message)
     assert hashes(tmp_path) == before
+
+
+def test_evaluate_and_make_testset_read_every_format_soundfile_reads(lib, tmp_path, capsys):
+    """MP3 (here a WAV named .mp3) and AIFF are scored and used as speech; an .m4a is named as
+    skipped; a make-testset that fails leaves no folder behind."""
+    names = ["good.wav", "aiff.aiff", "wav_named.mp3"]
+    reverb = copy_files(lib, names + ["wav_named.m4a"], tmp_path / "reverb")
+    code, _, err = cli(capsys, "evaluate", "--reverb", reverb, *CHEAP, "-o", tmp_path / "out")
+    assert code == 0, err
+    with open(tmp_path / "out" / "per_file.csv", newline="") as f:
+        assert {r["file"] for r in csv.DictReader(f)} == {"good", "aiff", "wav_named"}
+    assert skipped(err) == [M4A_SKIPPED.format(reverb / "wav_named.m4a")]
+    code, _, err = cli(capsys, "make-testset", "--speech", reverb, "--rirs", RIR, "-o", tmp_path / "set")
+    assert code == 0, err
+    with open(tmp_path / "set" / "conditions.csv", newline="") as f:
+        assert sorted(Path(r["speech"]).name for r in csv.DictReader(f)) == sorted(names)
+    assert skipped(err) == [M4A_SKIPPED.format(reverb / "wav_named.m4a")]
+    copy_files(lib, ["nan.wav"], reverb)
+    code, _, err = cli(capsys, "make-testset", "--speech", reverb, "--rirs", RIR, "-o", tmp_path / "set2" / "x")
+    assert_one_line_error(code, err, "nan.wav", "NaN")
+    assert not (tmp_path / "set2").exists()
 
 
 @pytest.mark.slow

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import math
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +25,27 @@ import soxr
 
 from .errors import DereverbError
 
+# Containers by file suffix (libsndfile's major formats): what a file name asks to be written as.
+_CONTAINERS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG", ".opus": "OGG", ".mp3": "MP3",
+               ".aiff": "AIFF", ".aif": "AIFF", ".aifc": "AIFF", ".au": "AU", ".caf": "CAF", ".w64": "W64",
+               ".rf64": "RF64", ".sph": "NIST"}
+FORMATS = {s: f for s, f in _CONTAINERS.items() if f in sf.available_formats()}  # MP3 needs libsndfile >= 1.1
+# What enhance, evaluate, make-testset and info take from a folder: every container read and written here.
+READ_SUFFIXES = tuple(FORMATS)
+# What training data folders take (speech, RIRs, paired folders).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+# Audio formats libsndfile does not decode: a folder's files of these are skipped with a warning.
+FOREIGN_SUFFIXES = (".aac", ".ac3", ".amr", ".ape", ".m4a", ".m4b", ".mka", ".mp4", ".webm", ".wma", ".wv")
+# Lossy codecs and the one container each can be written in (check_format accepts MP3 in WAV; writing fails).
+LOSSY = {"VORBIS": "OGG", "OPUS": "OGG", "MPEG_LAYER_I": "MP3", "MPEG_LAYER_II": "MP3", "MPEG_LAYER_III": "MP3"}
+# Where a format cannot hold the input's subtype: the nearest it may (lossy -> 16 bits, float -> 24).
+NEAREST = {**dict.fromkeys(LOSSY, "PCM_16"), "FLOAT": "PCM_24", "DOUBLE": "PCM_24", "PCM_32": "PCM_24"}
+# A container written in the variant the input came in when the name allows it (WAVEX or RF64 named .wav).
+VARIANTS = {"WAV": ("WAVEX", "RF64")}
+# The codec a suffix implies where it is not its container's default (.opus: Opus in Ogg, not Vorbis).
+SUFFIX_SUBTYPES = {".opus": "OPUS"}
+# libsndfile's log of a WAV/AIFF data chunk shorter than its header says: "data : 32000 (should be 16000)".
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,11 +58,21 @@ class AudioInfo:
     frames: int
     format: str
     subtype: str
+    header_frames: int = 0  # frames the header promises; more than ``frames`` in a truncated file
 
     @property
     def duration(self) -> float:
         """Length in seconds."""
         return self.frames / self.sample_rate
+
+    @property
+    def truncated(self) -> str:
+        """``""``, or a sentence for a warning when the file holds less than its header promises
+        (a cut-off download or copy: the readable part is all there is)."""
+        if self.header_frames <= self.frames:
+            return ""
+        return (f"{self.path}: truncated: its header promises {self.header_frames / self.sample_rate:.2f} s, "
+                f"the file holds {self.duration:.2f} s; only that part is used")
 
 
 def _check_input_path(path: Path) -> None:
@@ -61,7 +94,18 @@ def info(path: str | Path) -> AudioInfo:
         raise DereverbError(f"{path}: not a readable audio file ({_short(e)})") from e
     if i.frames <= 0:
         raise DereverbError(f"{path}: contains no audio samples")
-    return AudioInfo(path, int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
+    return AudioInfo(path, int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype,
+                     _header_frames(i.frames, i.extra_info or ""))
+
+
+def _header_frames(frames: int, log: str) -> int:
+    """Frames a WAV/AIFF header promises, from libsndfile's log of a data chunk cut short.  Sizes of
+    2 GiB and more are the placeholders of a streamed recording (length unknown), not a promise."""
+    m = _SHORT_CHUNK.search(log)
+    promised, present = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    if not present or promised <= present or promised >= 0x7FFF0000:
+        return frames
+    return round(frames * promised / present)
 
 
 def _short(e: Exception) -> str:
@@ -148,21 +192,53 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
 
 
 def format_for(path: str | Path) -> str:
-    """libsndfile format name for a path's suffix (WAV, FLAC, OGG)."""
+    """libsndfile format name for a path's suffix (WAV, FLAC, OGG, MP3, AIFF, ...: :data:`FORMATS`)."""
     suffix = Path(path).suffix.lower()
-    if suffix not in AUDIO_SUFFIXES:
+    if suffix not in FORMATS:
         raise DereverbError(
-            f"{path}: unsupported output format {suffix or '(none)'!r}; use .wav, .flac or .ogg"
+            f"{path}: unsupported output format {suffix or '(none)'!r}; use {', '.join(FORMATS)}"
         )
-    return suffix[1:].upper()
+    return FORMATS[suffix]
 
 
-def compatible_subtype(path: str | Path, subtype: str | None) -> str:
-    """``subtype`` if the format of ``path`` can store it, else that format's default."""
+def output_format(path: str | Path, like: str | None = None) -> str:
+    """The format to write ``path`` in: the one its suffix names, or ``like`` (the input's format)
+    when that is a variant of it, so a WAVEX or RF64 input named ``.wav`` keeps its container."""
     fmt = format_for(path)
-    if subtype and sf.check_format(fmt, subtype):
-        return subtype
-    return sf.default_subtype(fmt)
+    return like if like in VARIANTS.get(fmt, ()) else fmt
+
+
+def compatible_subtype(path: str | Path, subtype: str | None, sample_rate: int | None = None,
+                       channels: int = 1, fmt: str | None = None) -> str:
+    """The subtype to write ``path`` with (format ``fmt``, default: its suffix's).
+
+    ``subtype`` (the input's) where the format holds it; else the nearest it does (:data:`NEAREST`:
+    16-bit PCM from a lossy codec, MP3, Vorbis or Opus, whose noise more bits would only store;
+    24-bit from float or 32-bit, in FLAC); else the format's default.  With ``sample_rate`` the choice is tried on a writer in memory, and a format
+    that cannot hold that rate or channel count at all (MP3 above 48 kHz, Opus at 44.1 kHz) is one
+    clear error, raised before any work.
+    """
+    fmt = fmt or format_for(path)
+    forced = SUFFIX_SUBTYPES.get(Path(path).suffix.lower())
+    wanted = [forced] if forced else [subtype, NEAREST.get(subtype), sf.default_subtype(fmt)]
+    usable = [c for c in dict.fromkeys(wanted) if c and LOSSY.get(c, fmt) == fmt and sf.check_format(fmt, c)]
+    if sample_rate is None:
+        return usable[0] if usable else sf.default_subtype(fmt)
+    reason = f"no {forced} in {fmt}" if forced and not usable else ""
+    for candidate in usable:
+        try:
+            with sf.SoundFile(io.BytesIO(), "w", sample_rate, channels, candidate, format=fmt):
+                return candidate
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+            reason = _reason(e)
+    raise DereverbError(f"{path}: {fmt} cannot hold {channels}-channel audio at {sample_rate} Hz ({reason}); "
+                        "choose another output format")
+
+
+def _reason(e: Exception) -> str:
+    """libsndfile's own words, without its "Error opening <object>:" preamble."""
+    text = getattr(e, "error_string", None) or _short(e)
+    return text.removeprefix("Error : ").strip()
 
 
 @contextlib.contextmanager
@@ -202,13 +278,13 @@ def write(
     """Write ``(C, S)`` or ``(S,)`` float audio atomically.
 
     ``subtype`` (e.g. ``"PCM_24"``, ``"FLOAT"``) defaults to the format's default; one the format
-    cannot hold falls back to that default.  Integer subtypes clip at full scale, so callers that
-    care (``enhance``) rescale first.
+    cannot hold is replaced (:func:`compatible_subtype`).  Integer subtypes clip at full scale, so
+    callers that care (``enhance``) rescale first.
     """
     x = np.asarray(audio, dtype=np.float32)
     x = x[None] if x.ndim == 1 else x
     fmt = format_for(path)
-    sub = compatible_subtype(path, subtype)
+    sub = compatible_subtype(path, subtype, sample_rate, x.shape[0], fmt)
     with atomic_path(path) as tmp:
         try:
             sf.write(str(tmp), np.ascontiguousarray(x.T), sample_rate, subtype=sub, format=fmt)
@@ -245,16 +321,22 @@ class BlockWriter:
                 w.write(block)
     """
 
-    def __init__(self, path: str | Path, sample_rate: int, channels: int, subtype: str | None = None):
+    def __init__(self, path: str | Path, sample_rate: int, channels: int, subtype: str | None = None,
+                 like: str | None = None):
+        """``subtype``: the input's, replaced where the format cannot hold it (:func:`compatible_subtype`);
+        ``like``: the input's format, kept where it is a variant of the name's (:func:`output_format`)."""
         self.path = Path(path)
-        self._fmt = format_for(self.path)
-        self._subtype = compatible_subtype(self.path, subtype)
+        self._fmt = output_format(self.path, like)
+        self._subtype = compatible_subtype(self.path, subtype, sample_rate, channels, self._fmt)
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
         try:
             self._file = sf.SoundFile(
                 str(self._tmp), "w", sample_rate, channels, self._subtype, format=self._fmt
             )
+        except (sf.LibsndfileError, RuntimeError) as e:
+            self._ctx.__exit__(type(e), e, e.__traceback__)
+            raise DereverbError(f"{self.path}: cannot write {self._fmt}/{self._subtype} ({_reason(e)})") from e
         except BaseException as e:
             self._ctx.__exit__(type(e), e, e.__traceback__)
             raise
@@ -281,8 +363,11 @@ class BlockWriter:
         self._ctx.__exit__(exc_type, exc, tb)
 
 
-def list_audio(root: str | Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
-    """All audio files under ``root`` (recursive, sorted, symlink loops ignored).
+def list_audio(root: str | Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES,
+               warn_foreign: bool = False) -> list[Path]:
+    """All audio files under ``root`` (recursive, sorted, symlink loops ignored) whose suffix is one
+    of ``suffixes``; ``warn_foreign``: a warning names each file of a format libsndfile cannot
+    decode (:data:`FOREIGN_SUFFIXES`: AAC, M4A, WMA, ...), which is left out.
 
     A single file is returned as a one-element list.
     """
@@ -301,4 +386,8 @@ def list_audio(root: str | Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> 
         seen.add((st.st_dev, st.st_ino))
         dirnames.sort()
         found.extend(Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(suffixes))
+        for f in sorted(filenames) if warn_foreign else ():
+            if f.lower().endswith(FOREIGN_SUFFIXES):
+                warnings.warn(f"{Path(dirpath) / f}: skipped: dereverb cannot decode {Path(f).suffix} audio; "
+                              "convert it to WAV or FLAC (e.g. with ffmpeg)", stacklevel=2)
     return found

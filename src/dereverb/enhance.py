@@ -30,7 +30,7 @@ from . import audio, checkpoint, spectral
 from .checkpoint import PRETRAINED_DIR, resolve_model  # noqa: F401  (PRETRAINED_DIR: where bundled models live)
 from .chunking import ChunkConfig, Fifo, OverlapAdd, StreamResampler
 from .errors import DereverbError
-from .outputs import check_target, make_folder, plan_outputs, probe_writable, scratch_file
+from .outputs import check_target, make_folder, plan_outputs, probe_writable, removed_on_failure, scratch_file
 from .wpe import WpeConfig
 
 PHASES = ("reverberant", "griffinlim", "model")
@@ -42,6 +42,9 @@ PEAK = 10 ** (-0.1 / 20)  # an output that would clip is scaled to this peak (-0
 MAX_GAIN = 10.0
 # Network passes per segment at offsets over the U-Net's grid (``Dereverberator(shifts=...)``).
 DEFAULT_SHIFTS = 2
+# An array with more rows than this, each shorter than the row count, is (samples, channels) passed
+# as (channels, samples): refused with a clear error (a 4-s stereo file read so would run for hours).
+MAX_CHANNELS = 64
 
 
 def inference_net(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -117,7 +120,10 @@ class Dereverberator:
                  wpe: WpeConfig | None = None, shifts: int = DEFAULT_SHIFTS):
         modes = tuple(model.phase_modes)
         if phase is not None and phase not in modes:
-            raise DereverbError(f"--phase {phase}: this model supports {' or '.join(modes)}")
+            kind = "predicts phase (model.output complex)" if modes == ("model",) else \
+                f"predicts a magnitude ({model.model_config.output})"
+            raise DereverbError(f"--phase {phase}: this model {kind}, so it supports {' or '.join(modes)}; "
+                                "--phase model needs a model with model.output complex")
         if not 0.0 <= float(strength) <= 1.0:
             raise DereverbError(f"--strength {strength}: must be between 0 and 1")
         grid = model.model_config.multiple
@@ -259,26 +265,31 @@ class Dereverberator:
             y, x = wet.pop(n), dry.pop(n)
             yield y if self.strength == 1.0 else self.strength * y + (1.0 - self.strength) * x
 
-    def __call__(self, x: np.ndarray | Tensor, sample_rate: int) -> np.ndarray | Tensor:
-        """Enhance ``(S,)``, ``(C, S)`` or ``(..., S)`` float audio at ``sample_rate`` Hz.
+    def __call__(self, x: np.ndarray | Tensor, sample_rate: int,
+                 channels_first: bool = True) -> np.ndarray | Tensor:
+        """Enhance ``(S,)``, ``(C, S)`` or ``(..., S)`` audio at ``sample_rate`` Hz.
 
-        Returns the same type, shape, dtype (and device) as ``x``.  Rows are enhanced together,
-        so a batch of equal-length signals is one call.  An output that would clip is scaled down
-        with a warning.
+        ``channels_first=False`` takes soundfile's ``(S, C)`` (and ``(..., S, C)``) instead.  Float
+        samples are full scale at 1; int16/int32 PCM is converted and the output converted back.
+        Returns the same type, shape, dtype (and device) as ``x``.  Rows are enhanced together, so
+        a batch of equal-length signals is one call.  An output that would clip is scaled down with
+        a warning.  A ``(samples, channels)`` array passed as ``(C, S)`` (more than
+        :data:`MAX_CHANNELS` rows, each shorter than the row count) is an error, not hours of
+        garbage.
         """
         is_tensor = isinstance(x, Tensor)
         arr = x.detach().cpu().numpy() if is_tensor else np.asarray(x)
-        if arr.ndim == 0 or arr.shape[-1] == 0 or not np.issubdtype(arr.dtype, np.floating):
-            raise DereverbError("expected float audio of shape (S,) or (C, S) with at least one sample")
-        if int(sample_rate) <= 0:
-            raise DereverbError(f"sample_rate {sample_rate}: must be a positive number of Hz")
-        rows = np.ascontiguousarray(arr.reshape(-1, arr.shape[-1]), dtype=np.float32)  # (B, S)
+        if not channels_first and arr.ndim >= 2:
+            arr = np.swapaxes(arr, -1, -2)  # (..., S, C) -> (..., C, S)
+        rows = _float_rows(arr, int(sample_rate))  # (B, S)
         step = self.chunk.block_frames
         blocks = (rows[:, i : i + step] for i in range(0, rows.shape[1], step))
         y = np.concatenate(list(self.stream(blocks, int(sample_rate), rows.shape[0])), axis=1)
         y *= _gain(float(np.abs(y).max()), "output")
-        y = y.reshape(arr.shape).astype(arr.dtype, copy=False)
-        return torch.from_numpy(y).to(x.device) if is_tensor else y
+        y = _like(y.reshape(arr.shape), arr.dtype)
+        if not channels_first and arr.ndim >= 2:
+            y = np.swapaxes(y, -1, -2)
+        return torch.from_numpy(np.ascontiguousarray(y)).to(x.device) if is_tensor else y
 
     # --- files and folders -----------------------------------------------------------------------
 
@@ -287,15 +298,19 @@ class Dereverberator:
         """Enhance audio file ``src`` into ``dst`` atomically (``dst``'s folder is created, and
         temporary files a killed run left for ``dst`` are removed).
 
-        ``subtype`` defaults to the input's (16/24/32-bit int or float, as ``dst``'s format
-        allows).  Never writes onto ``src``; an existing ``dst`` needs ``overwrite``.
+        Any format libsndfile reads goes in; ``dst``'s suffix picks the output format (a WAVEX or
+        RF64 input keeps its container in a ``.wav``).  ``subtype`` defaults to the input's
+        (16/24/32-bit int or float) where ``dst``'s format holds it, 16-bit PCM from a lossy input
+        (MP3, Vorbis, Opus) into a lossless format.  Never writes onto ``src``; an existing ``dst``
+        needs ``overwrite``.  A truncated input is enhanced as far as it goes, with a warning.
         Returns the input's duration in seconds.
         """
         src, dst = Path(src), Path(dst)
         meta = audio.info(src)
         check_target(dst, [src], overwrite)
-        channels = 1 if mono else meta.channels
-        rate = meta.sample_rate if output_rate == "input" else self.sample_rate
+        rate, channels, fmt, subtype = self._output_spec(meta, dst, output_rate, mono, subtype)
+        if meta.truncated:
+            warnings.warn(meta.truncated, stacklevel=2)
         make_folder(dst.parent)
         for stale in dst.parent.glob(f".{glob.escape(dst.name)}.*.tmp"):  # left by a killed run
             stale.unlink(missing_ok=True)
@@ -313,30 +328,46 @@ class Dereverberator:
                 raise DereverbError(f"{dst}: write failed ({e.strerror or e})") from e
             gain = _gain(peak, str(dst))
             # plain reads, not a memmap: mapped pages would count as resident and grow with the file
-            with open(tmp, "rb") as f, audio.BlockWriter(dst, rate, channels, subtype or meta.subtype) as w:
+            with open(tmp, "rb") as f, audio.BlockWriter(dst, rate, channels, subtype, like=fmt) as w:
                 for _ in range(0, n, self.chunk.block_frames):
                     block = np.fromfile(f, np.float32, self.chunk.block_frames * channels)
                     w.write(block.reshape(-1, channels).T * gain)
         return meta.duration
+
+    def _output_spec(self, meta: audio.AudioInfo, dst: Path, output_rate: str, mono: bool,
+                     subtype: str | None = None) -> tuple[int, int, str, str]:
+        """``(rate Hz, channels, format, subtype)`` of ``dst`` enhanced from the file ``meta``
+        describes; a format that cannot hold them is an error here, before any work."""
+        rate = meta.sample_rate if output_rate == "input" else self.sample_rate
+        channels = 1 if mono else meta.channels
+        fmt = audio.output_format(dst, meta.format)
+        try:
+            return rate, channels, fmt, audio.compatible_subtype(dst, subtype or meta.subtype, rate, channels, fmt)
+        except DereverbError as e:
+            raise DereverbError(f"{e} for {meta.path}") from e
 
     def enhance_paths(self, inputs: Sequence[str | Path], out: str | Path, suffix: str = "",
                       overwrite: bool = False, output_rate: str = "input", mono: bool = False,
                       progress: bool = True) -> Summary:
         """Enhance files and folders (recursive) into ``out``, mirroring each input folder's tree.
 
-        Every input's header is checked and the output folder probed before anything is written.
-        Outputs that exist are skipped (a rerun finishes an interrupted folder) unless ``overwrite``.
+        Every input's header and output format are checked and the output folder probed before
+        anything is written.  Outputs that exist are skipped (a rerun finishes an interrupted
+        folder) unless ``overwrite``.  A run that fails keeps its finished outputs and removes the
+        folders it created that stayed empty.
         """
         from tqdm import tqdm
 
         jobs = plan_outputs(inputs, out, suffix)
-        for src, _ in jobs:
-            audio.info(src)
-        probe_writable(Path(out).parent if jobs[0][1] == Path(out) else Path(out))
+        for src, dst in jobs:
+            self._output_spec(audio.info(src), dst, output_rate, mono)
+        top = Path(out).parent if jobs[0][1] == Path(out) else Path(out)
         todo = [(s, d) for s, d in jobs if overwrite or not d.exists()]
         start, seconds = time.perf_counter(), 0.0
-        for src, dst in tqdm(todo, unit="file", desc="enhance", disable=None if progress else True):
-            seconds += self.enhance_file(src, dst, output_rate, mono, overwrite=overwrite)
+        with removed_on_failure([top, *(d.parent for _, d in todo)]):
+            probe_writable(top)
+            for src, dst in tqdm(todo, unit="file", desc="enhance", disable=None if progress else True):
+                seconds += self.enhance_file(src, dst, output_rate, mono, overwrite=overwrite)
         return Summary(len(todo), len(jobs) - len(todo), seconds, time.perf_counter() - start)
 
 
@@ -355,6 +386,35 @@ def active_span(x: np.ndarray, min_length: int) -> tuple[int, int]:
     if loud.size == 0 or loud[-1] + 1 - loud[0] < min_length:
         return 0, x.shape[-1]
     return int(loud[0]), int(loud[-1]) + 1
+
+
+def _float_rows(arr: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``(..., C, S)`` float or int PCM audio -> float32 rows ``(B, S)`` in [-1, 1] full scale;
+    the shapes and types that cannot be audio are a :class:`DereverbError` saying what is expected."""
+    if arr.ndim == 0 or arr.shape[-1] == 0:
+        raise DereverbError("expected audio of shape (S,) or (C, S) with at least one sample")
+    if sample_rate <= 0:
+        raise DereverbError(f"sample_rate {sample_rate}: must be a positive number of Hz")
+    if arr.ndim >= 2 and arr.shape[-2] > MAX_CHANNELS and arr.shape[-2] > arr.shape[-1]:
+        raise DereverbError(
+            f"audio of shape {arr.shape}: read as {arr.shape[-2]} channels of {arr.shape[-1]} samples; dereverb "
+            "takes (samples,) or (channels, samples): pass x.T, or channels_first=False for soundfile's "
+            "(samples, channels)")
+    if np.issubdtype(arr.dtype, np.floating):
+        rows = arr
+    elif arr.dtype in (np.int16, np.int32):
+        rows = arr / np.float32(-np.iinfo(arr.dtype).min)  # PCM full scale -> 1
+    else:
+        raise DereverbError(f"audio of dtype {arr.dtype}: expected float samples (full scale 1) or int16/int32 PCM")
+    return np.ascontiguousarray(rows.reshape(-1, arr.shape[-1]), dtype=np.float32)
+
+
+def _like(y: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float ``y`` (full scale 1) in ``dtype``: int PCM rounded and clipped to its range."""
+    if np.issubdtype(dtype, np.floating):
+        return y.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(y.astype(np.float64) * -info.min), info.min, info.max).astype(dtype)
 
 
 def _read_blocks(src: Path, block: int, mono: bool) -> Iterator[np.ndarray]:

@@ -7,14 +7,15 @@ their path relative to each folder, without the suffix (a flat folder also match
 stem).  Everything is scored at one rate (16 kHz by default; other files are resampled, with a
 note).  Problems never stop the run: missing partners and lengths that disagree by more than
 ``max_length_diff_s`` are listed in the notes and that file (or that system's output) is left
-out; metrics undefined on a file (silence) are NaN and noted.
+out; metrics undefined on a file (silence) are NaN and noted.  A run that fails removes the
+folders it created (with what they hold).
 
 Outputs in ``OUT``: ``per_file.csv`` (one row per file x system), ``summary.md`` and
-``summary.json`` (means with 95% t-intervals per condition x system; ``summary.md`` also holds the
-paired per-file gains over ``unprocessed`` and ``wpe`` when those were scored), ``notes.txt``,
-``report.html`` with its ``assets/``.  A file's condition is its ``condition`` column in a
-``conditions.csv`` (as ``make-testset`` writes) found in the reverberant folder or its parent,
-else its first sub-folder, else ``all``.
+``summary.json`` (means with 95% t-intervals per condition x system; ``summary.md`` and
+``report.html`` also hold the paired per-file gains over ``unprocessed`` and ``wpe`` when those
+were scored), ``notes.txt``, ``report.html`` with its ``assets/``.  A file's condition is its
+``condition`` column in a ``conditions.csv`` (as ``make-testset`` writes) found in the
+reverberant folder or its parent, else its first sub-folder, else ``all``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import numpy as np
 from . import audio, report
 from .baselines import BASELINES, NEEDS_CLEAN, WpeConfig, run_baseline
 from .errors import DereverbError
+from .outputs import removed_on_failure
 from .report import LOWER_IS_BETTER, read_csv, safe_name, write_csv  # noqa: F401  (the per-file CSV's format)
 
 INTRUSIVE = ("pesq", "stoi", "estoi", "si_sdr", "cd", "llr", "fwsegsnr")
@@ -99,7 +101,7 @@ def _keys(root: Path, exclude: Sequence[Path] = ()) -> dict[str, Path]:
     under the folders ``exclude`` (evaluate's own outputs when ``-o`` lies in an input folder)."""
     if not root.is_dir():
         raise DereverbError(f"{root}: not a folder of audio files")
-    files = audio.list_audio(root)
+    files = audio.list_audio(root, audio.READ_SUFFIXES, warn_foreign=True)
     skip = [e.resolve() for e in exclude if not root.resolve().is_relative_to(e.resolve())]
     files = [p for p in files if not any(p.resolve().is_relative_to(e) for e in skip)]
     return {p.relative_to(root).with_suffix("").as_posix(): p for p in files}
@@ -147,7 +149,7 @@ def pair_files(reverb_dir: Path, clean_dir: Path | None, system_dirs: dict[str, 
     items to evaluate and notes on what did not match.  Files under ``exclude`` are ignored."""
     reverb = _keys(reverb_dir, exclude)
     if not reverb:
-        raise DereverbError(f"{reverb_dir}: no audio files (.wav, .flac, .ogg) found")
+        raise DereverbError(f"{reverb_dir}: no audio files found (evaluate reads {', '.join(audio.READ_SUFFIXES)})")
     notes: list[str] = []
     keys = sorted(reverb)
     clean: dict[str, Path] = {}
@@ -175,6 +177,8 @@ def pair_files(reverb_dir: Path, clean_dir: Path | None, system_dirs: dict[str, 
 
 def _load(path: Path, rate: int, notes: list[str]) -> np.ndarray:
     x, file_rate = audio.read(path)
+    if truncated := audio.info(path).truncated:
+        notes.append(truncated)
     if x.shape[0] > 1:
         notes.append(f"{path}: {x.shape[0]} channels, scored on the first")
     if file_rate != rate:
@@ -293,23 +297,24 @@ def evaluate(reverb_dir: str | Path, out_dir: str | Path, clean_dir: str | Path 
     for label in dirs:
         if label in cfg.baselines or label in ("", "file", "condition"):
             raise DereverbError(f"--system {label}=...: the label is taken; choose another")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items, notes = pair_files(reverb_dir, clean, dirs, exclude=[out_dir / d for d in OUTPUT_AUDIO])
-    if model is not None:
-        label, folder = run_model(model, items, reverb_dir, out_dir, cfg.shifts)
-        items = [dataclasses.replace(it, outputs={**it.outputs, label: folder / Path(
-            it.reverb.relative_to(reverb_dir)).with_suffix(".wav")}) for it in items]
-        dirs[label] = folder
-    names = cfg.metrics or (ALL_METRICS if clean is not None else NON_INTRUSIVE)
-    names = tuple(n for n in names if clean is not None or n not in INTRUSIVE)
-    examples = _pick_examples(items, cfg)
-    rows, more = _run(items, cfg, names, out_dir, examples, progress)
-    notes += more
-    order = [b for b in cfg.baselines if clean is not None or b not in NEEDS_CLEAN] + list(dirs)
-    systems_seen = tuple(s for s in order if any(r["system"] == s for r in rows))
-    write_csv(out_dir / "per_file.csv", rows, names)
-    result = EvalResult(rows, names, systems_seen, notes, out_dir)
-    report.write_all(result, examples)
+    with removed_on_failure([out_dir, *(out_dir / d for d in OUTPUT_AUDIO)], everything=True):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        items, notes = pair_files(reverb_dir, clean, dirs, exclude=[out_dir / d for d in OUTPUT_AUDIO])
+        if model is not None:
+            label, folder = run_model(model, items, reverb_dir, out_dir, cfg.shifts)
+            items = [dataclasses.replace(it, outputs={**it.outputs, label: folder / Path(
+                it.reverb.relative_to(reverb_dir)).with_suffix(".wav")}) for it in items]
+            dirs[label] = folder
+        names = cfg.metrics or (ALL_METRICS if clean is not None else NON_INTRUSIVE)
+        names = tuple(n for n in names if clean is not None or n not in INTRUSIVE)
+        examples = _pick_examples(items, cfg)
+        rows, more = _run(items, cfg, names, out_dir, examples, progress)
+        notes += more
+        order = [b for b in cfg.baselines if clean is not None or b not in NEEDS_CLEAN] + list(dirs)
+        systems_seen = tuple(s for s in order if any(r["system"] == s for r in rows))
+        write_csv(out_dir / "per_file.csv", rows, names)
+        result = EvalResult(rows, names, systems_seen, notes, out_dir)
+        report.write_all(result, examples)
     return result
 
 

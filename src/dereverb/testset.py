@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ import numpy as np
 from . import audio
 from .config import to_dict
 from .errors import DereverbError
+from .outputs import removed_on_failure
 
 PEAK = 0.9  # each pair is scaled by one gain so the louder of the two peaks here
 
@@ -79,21 +81,31 @@ def _measured(folder: Path, cfg: TestsetConfig, out: Path) -> list[tuple[str, ob
 def make_testset(speech: str | Path, rirs: str | Path, out: str | Path,
                  cfg: TestsetConfig = TestsetConfig(), progress: bool = True) -> list[dict]:
     """Build the test set in ``out`` from the speech files under ``speech`` and either measured
-    RIRs (a file or folder) or ``rirs="simulate"``; returns the rows of ``conditions.csv``."""
+    RIRs (a file or folder) or ``rirs="simulate"``; returns the rows of ``conditions.csv``.  A run
+    that fails removes the folders it created, with what they hold."""
+    out = Path(out)
+    utterances = audio.list_audio(speech, audio.READ_SUFFIXES, warn_foreign=True)
+    if not utterances:
+        raise DereverbError(f"{speech}: no speech files (make-testset reads {', '.join(audio.READ_SUFFIXES)})")
+    with removed_on_failure([out / "rirs", out / "reverb", out / "clean"], everything=True):
+        return _make(utterances, speech, rirs, out, cfg, progress)
+
+
+def _make(utterances: list[Path], speech, rirs, out: Path, cfg: TestsetConfig, progress: bool) -> list[dict]:
     from tqdm import tqdm
 
     from . import rooms
 
-    out = Path(out)
-    utterances = audio.list_audio(speech)
-    if not utterances:
-        raise DereverbError(f"{speech}: no speech files (.wav, .flac, .ogg)")
     rng = np.random.default_rng(cfg.seed)
     (out / "rirs").mkdir(parents=True, exist_ok=True)
     conditions = (_simulated(cfg, out, rng) if str(rirs) == "simulate"
                   else _measured(Path(rirs), cfg, out))
+    draws = _draws(utterances, len(conditions), cfg, rng)
+    jobs = [(cond, rir, path) for (cond, rir), drawn in zip(conditions, draws) for path in drawn]
+    for path in dict.fromkeys(p for _, _, p in jobs):  # every header checked before a pair is written
+        if truncated := audio.info(path).truncated:
+            warnings.warn(truncated, stacklevel=3)
     rows = []
-    jobs = [(cond, rir, path) for cond, rir in conditions for path in _draw(utterances, cfg, rng)]
     for cond, rir, path in tqdm(jobs, unit="file", desc="make-testset", disable=None if progress else True):
         dry = audio.to_mono(audio.read(path, cfg.sample_rate)[0])[0]
         if cfg.max_seconds > 0:
@@ -115,12 +127,16 @@ def make_testset(speech: str | Path, rirs: str | Path, out: str | Path,
     return rows
 
 
-def _draw(utterances: list[Path], cfg: TestsetConfig, rng: np.random.Generator) -> list[Path]:
-    """The utterances of one condition: all, or ``per_condition`` drawn without replacement."""
-    if cfg.per_condition <= 0 or cfg.per_condition >= len(utterances):
-        return list(utterances)
-    pick = rng.choice(len(utterances), cfg.per_condition, replace=False)
-    return [utterances[i] for i in sorted(pick)]
+def _draws(utterances: list[Path], conditions: int, cfg: TestsetConfig,
+           rng: np.random.Generator) -> list[list[Path]]:
+    """The utterances of each condition: all, or ``per_condition`` each, dealt in turn from one
+    shuffled order, so no utterance is used twice in a condition and each is used as often as
+    any other, give or take one (4 files over 6 one-file conditions: each once or twice)."""
+    n, k = len(utterances), cfg.per_condition
+    if k <= 0 or k >= n:
+        return [list(utterances)] * conditions
+    order = rng.permutation(n)
+    return [[utterances[i] for i in sorted(order[(c * k + np.arange(k)) % n])] for c in range(conditions)]
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
