@@ -80,14 +80,14 @@ def _parse_cell(text: str) -> tuple[float, float]:
 
 
 class _Table(HTMLParser):
-    """Rows of ``<table id=summary>`` as lists of cell texts."""
+    """Rows of ``<table id=ID>`` (default ``summary``) as lists of cell texts."""
 
-    def __init__(self):
+    def __init__(self, table_id: str = "summary"):
         super().__init__()
-        self.rows, self._in, self._cell = [], False, None
+        self.rows, self._in, self._cell, self._id = [], False, None, table_id
 
     def handle_starttag(self, tag, attrs):
-        if tag == "table" and dict(attrs).get("id") == "summary":
+        if tag == "table" and dict(attrs).get("id") == self._id:
             self._in = True
         elif self._in and tag == "tr":
             self.rows.append([])
@@ -209,8 +209,10 @@ def test_summary_holds_the_paired_gains(report_dir):
 
 CHECK = """<script>
 function check(){const i=[...document.images],a=[...document.querySelectorAll('audio')];
+const rows=[...document.querySelectorAll('.row')];
 return {imgs:i.length,imgOk:i.filter(x=>x.complete&&x.naturalWidth>0).length,
-auds:a.length,audOk:a.filter(x=>x.readyState>=1&&x.duration>0).length};}
+auds:a.length,audOk:a.filter(x=>x.readyState>=1&&x.duration>0).length,
+wrapped:rows.filter(r=>new Set([...r.querySelectorAll('figure')].map(f=>f.offsetTop)).size>1).length};}
 window.addEventListener('load',()=>{let n=0;const t=setInterval(()=>{const c=check();
 if((c.imgOk===c.imgs&&c.audOk===c.auds)||++n>100){clearInterval(t);
 document.body.setAttribute('data-check',JSON.stringify(c));}},50);});
@@ -220,7 +222,7 @@ document.body.setAttribute('data-check',JSON.stringify(c));}},50);});
 def _browser_check(page: Path, tmp: Path) -> dict:
     """Open ``page`` in headless Chromium and return the check script's counts."""
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp}",
+           "--disable-component-update", "--no-first-run", f"--user-data-dir={tmp}", "--window-size=1024,768",
            "--virtual-time-budget=10000", "--dump-dom", page.as_uri()]
     dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
     start = dom.index('data-check="') + len('data-check="')
@@ -235,11 +237,38 @@ def test_report_loads_offline_in_headless_chromium(report_dir, tmp_path):
     page = report_dir / "check.html"  # beside report.html so relative asset paths resolve
     page.write_text(html.replace("</body>", CHECK + "</body>"))
     got = _browser_check(page, tmp_path / "profile")
-    # 4 charts + 2 examples x (reverb, copy, oracle, clean) spectrograms; 8 players
-    assert got == {"imgs": 12, "imgOk": 12, "auds": 8, "audOk": 8}
+    # 4 charts + 2 examples x (reverb, copy, oracle, clean) spectrograms; 8 players; each example on one row
+    assert got == {"imgs": 12, "imgOk": 12, "auds": 8, "audOk": 8, "wrapped": 0}
     # the check can fail: remove one spectrogram and one audio file
     example = sorted((report_dir / "assets").iterdir())[0]
     (example / "clean.png").unlink()
     (example / "clean.wav").unlink()
     got = _browser_check(page, tmp_path / "profile2")
-    assert got == {"imgs": 12, "imgOk": 11, "auds": 8, "audOk": 7}
+    assert got == {"imgs": 12, "imgOk": 11, "auds": 8, "audOk": 7, "wrapped": 0}
+
+
+def test_html_holds_the_paired_gains_hides_empty_notes_and_keeps_panels_on_one_row(tmp_path):
+    """report.html had summary.md's table but not its paired gains, an empty "0 note(s)" section,
+    and example panels that wrapped (the clean one alone on a second row)."""
+    from types import SimpleNamespace
+
+    from dereverb.report import html_report, summarise
+
+    rows = [{"file": f"c{i % 2}/f{i}", "condition": f"c{i % 2}", "system": s, "pesq": 1.0 + i / 10 + (s == "m"),
+             "cd": 4.0 - i / 5 - (s == "m") * i / 10} for i in range(6) for s in ("unprocessed", "m")]
+    result = SimpleNamespace(rows=rows, metrics=("pesq", "cd"), systems=("unprocessed", "m"), notes=[],
+                             out_dir=tmp_path)
+    page = html_report(summarise(rows, result.metrics, result.systems), result, [])
+    markdown = gains_markdown(paired_gains(rows, result.metrics, result.systems, "unprocessed"), result.metrics,
+                              "unprocessed")
+    want = [[c.strip() for c in line.strip("|").split("|")] for line in markdown.splitlines() if line.startswith("| ")]
+    parser = _Table("gains-unprocessed")
+    parser.feed(page)
+    assert parser.rows == want and len(want) == 1 + 3  # header, c0, c1, all: cell for cell as in summary.md
+    assert "Paired gain over unprocessed (positive = better)" in page and "gains-wpe" not in page
+    assert "note(s)" not in page and "<h2>Notes</h2>" not in page
+    result.notes = ["c0/f0.wav: 44100 Hz, resampled to 16000 Hz"]
+    assert "<summary>1 note(s)</summary>" in html_report(summarise(rows, result.metrics, result.systems), result, [])
+    style = page[page.index("<style>") : page.index("</style>")]
+    assert "flex-wrap:nowrap" in style and "figure{margin:0;flex:1 1 0;min-width:0" in style
+    assert "figure img{display:block;width:100%" in style

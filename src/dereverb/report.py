@@ -32,6 +32,7 @@ LABELS = {"pesq": "PESQ", "stoi": "STOI", "estoi": "ESTOI", "si_sdr": "SI-SDR (d
           "t60_est": "T60 est. (s)", "drr_est": "DRR est. (dB)"}
 ALL = "all"
 LOWER_IS_BETTER = frozenset({"cd", "llr", "t60_est"})
+GAIN_BASELINES = ("unprocessed", "wpe")  # the paired gains shown in summary.md and report.html
 
 
 def confidence_interval(values, level: float = 0.95) -> tuple[float, float, int]:
@@ -143,19 +144,29 @@ def gains_markdown(gains: list[dict], metrics: tuple[str, ...], baseline: str, e
     (``extra_digits`` more decimals than the other tables, for differences between close systems)."""
     if not gains:
         return ""
-    index = {(e["condition"], e["system"], e["metric"]): e for e in gains}
     lines = [f"### Paired gain over {baseline} (positive = better)", "",
              "| condition | system | n | " + " | ".join(LABELS.get(m, m) for m in metrics) + " | better on |",
              "|---|---|---|" + "---|" * (len(metrics) + 1)]
+    lines += ["| " + " | ".join(row) + " |" for row in _gain_rows(gains, metrics, extra_digits)]
+    return "\n".join(lines) + f"\n\n{_gains_note(baseline)}\n"
+
+
+def _gain_rows(gains: list[dict], metrics: tuple[str, ...], extra_digits: int = 0) -> list[list[str]]:
+    """Cells of each paired-gain row: condition, system, n, a signed ``mean ± ci`` per metric, and
+    how many metrics are certainly better (interval above zero)."""
+    index = {(e["condition"], e["system"], e["metric"]): e for e in gains}
+    rows = []
     for cond, system in dict.fromkeys((e["condition"], e["system"]) for e in gains):
         entries = [index[(cond, system, m)] for m in metrics]
         sure = sum(e["mean"] - e["ci"] > 0 for e in entries if not math.isnan(e["ci"]))
         cells = [("+" if e["mean"] > 0 else "") + cell(e, extra_digits) for e in entries]
-        lines.append(f"| {cond} | {system} | {max(e['n'] for e in entries)} | " + " | ".join(cells)
-                     + f" | {sure} of {len(metrics)} |")
-    note = ("Per-file differences against the same file's " + baseline + " score, mean ± 95% interval; "
+        rows.append([cond, system, str(max(e["n"] for e in entries)), *cells, f"{sure} of {len(metrics)}"])
+    return rows
+
+
+def _gains_note(baseline: str) -> str:
+    return ("Per-file differences against the same file's " + baseline + " score, mean ± 95% interval; "
             "\"better on\" counts metrics whose whole interval is above zero.")
-    return "\n".join(lines) + f"\n\n{note}\n"
 
 
 def fmt(metric: str, value: float, extra_digits: int = 0) -> str:
@@ -274,7 +285,7 @@ def write_all(result, examples: list[str]) -> None:
     summary = summarise(result.rows, result.metrics, result.systems)
     out = Path(result.out_dir)
     gains = [gains_markdown(paired_gains(result.rows, result.metrics, result.systems, b), result.metrics, b)
-             for b in ("unprocessed", "wpe")]
+             for b in GAIN_BASELINES]
     _write_text(out / "summary.md", "\n".join([markdown(summary, result.metrics), *filter(None, gains)]))
     _write_text(out / "summary.json", json.dumps(summary, indent=1, allow_nan=True))
     _write_text(out / "notes.txt", "".join(n + "\n" for n in result.notes))
@@ -301,10 +312,24 @@ def _example_html(out: Path, key: str, systems: tuple[str, ...]) -> str:
     return f"<h3>{html.escape(key)}</h3><div class=row>{''.join(cells)}</div>"
 
 
+# An example's panels (reverberant, each system, clean) share one row and shrink to fit it.
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+2),th:nth-child(-n+2){text-align:left}
-.row{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}figure img{display:block}audio{width:300px}
-.charts img{margin:4px}"""
+.row{display:flex;flex-wrap:nowrap;gap:8px}figure{margin:0;flex:1 1 0;min-width:0;max-width:320px}
+figure img{display:block;width:100%;height:auto}audio{width:100%}.charts img{margin:4px}"""
+
+
+def gains_html(gains: list[dict], metrics: tuple[str, ...], baseline: str) -> str:
+    """The paired gains of :func:`gains_markdown` as an HTML table, the same text cell for cell."""
+    if not gains:
+        return ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in
+                   ["condition", "system", "n", *(LABELS.get(m, m) for m in metrics), "better on"])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                   for row in _gain_rows(gains, metrics))
+    return (f"<h3>Paired gain over {html.escape(baseline)} (positive = better)</h3>"
+            f"<table id=\"gains-{html.escape(safe_name(baseline))}\"><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table><p>{html.escape(_gains_note(baseline))}</p>")
 
 
 def html_report(summary: list[dict], result, examples: list[str]) -> str:
@@ -317,7 +342,11 @@ def html_report(summary: list[dict], result, examples: list[str]) -> str:
     charts = "".join(
         f'<img alt="{html.escape(header(m))}" src="data:image/png;base64,'
         f'{base64.b64encode(bar_chart(summary, m, result.systems)).decode()}">' for m in result.metrics)
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes) or "<li>none</li>"
+    gains = "".join(gains_html(paired_gains(result.rows, result.metrics, result.systems, b), result.metrics, b)
+                    for b in GAIN_BASELINES)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    if notes:
+        notes = f"<h2>Notes</h2><details><summary>{len(result.notes)} note(s)</summary><ul>{notes}</ul></details>"
     examples_html = "".join(_example_html(out, k, result.systems) for k in examples)
     n_files = len({r["file"] for r in result.rows})
     return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>dereverb evaluation</title>"
@@ -325,10 +354,9 @@ def html_report(summary: list[dict], result, examples: list[str]) -> str:
             f"<p>{n_files} file(s); systems: {html.escape(', '.join(result.systems))}. "
             f"Mean ± 95% confidence interval (Student's t) over files.</p>"
             f"<h2>Summary</h2><table id=summary><thead><tr><th>condition</th><th>system</th><th>n</th>{head}</tr>"
-            f"</thead><tbody>{body}</tbody></table>"
+            f"</thead><tbody>{body}</tbody></table>{gains}"
             f"<h2>Charts</h2><div class=charts>{charts}</div>"
-            f"<h2>Examples</h2>{examples_html or '<p>none</p>'}"
-            f"<h2>Notes</h2><details><summary>{len(result.notes)} note(s)</summary><ul>{notes}</ul></details>"
+            f"<h2>Examples</h2>{examples_html or '<p>none</p>'}{notes}"
             f"</body></html>\n")
 
 
