@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -77,3 +79,26 @@ def test_bad_onnx_files_are_clear_errors(tmp_path):
         Dereverberator.from_pretrained(bad)
     with pytest.raises(DereverbError, match="no such model"):
         Dereverberator.from_pretrained(tmp_path / "missing.onnx")
+
+
+def test_info_describes_an_exported_model(tmp_path, capsys):
+    """``dereverb info --model x.onnx`` used to call the export a corrupt checkpoint: it describes
+    the graph (opset, inputs, outputs) and the model its metadata rebuilds."""
+    from dereverb.model import count_parameters
+
+    model = tiny_model("mask")
+    path = export.export_onnx(model, tmp_path / "m.onnx")
+    assert main(["info", "--model", str(path)]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    assert lines[0] == str(path) and "opset 17, metadata format 1" in lines[1]
+    assert lines[2] == ("  graph: features (batch, 1, 256, frames) tensor(float) -> "
+                        "output (batch, 1, ?, frames) tensor(float)")  # the crop to 256 bins is in the graph
+    assert checkpoint.config_lines(model) == lines[3:5]
+    assert "mask output" in lines[3] and f"{count_parameters(model.net):,} parameters" in lines[3]
+    assert main(["info", "--model", str(path), "--json"]) == 0
+    meta = json.loads(capsys.readouterr().out)
+    assert meta["format_version"] == 1 and meta["model"]["output"] == "mask" and "normalizer" in meta
+    (tmp_path / "bad.onnx").write_bytes(b"not a graph")
+    assert main(["info", "--model", str(tmp_path / "bad.onnx")]) == 2
+    assert "bad.onnx: not a readable ONNX model" in capsys.readouterr().err

@@ -161,18 +161,8 @@ def describe(path: str | Path) -> str:
     """A few lines on what a model file holds: network, features, training, validation metrics."""
     path = resolve(path)
     doc = read_meta(path)
-    model = build(doc, str(path))
-    m, st, fe = model.model_config, model.stft_config, model.feature_config
     tr, data, metrics = doc.get("train") or {}, doc.get("data") or {}, doc.get("metrics") or {}
-    compression = f"power {fe.power}" if fe.compression == "power" else f"{fe.compression} (floor {fe.floor_db:g} dB)"
-    lines = [
-        f"{path}",
-        f"  network: U-Net, {m.output} output, {m.depth} levels, {m.base_channels}->{m.max_channels} channels, "
-        f"{m.kernel_size}x{m.kernel_size}, {m.norm} norm; "
-        f"{count_parameters(model.net):,} parameters",
-        f"  input: STFT {st.n_fft}/{st.hop_length} {st.window} at {st.sample_rate} Hz, {st.n_freq} bins; "
-        f"{compression}, {fe.normalization} normalisation; frontend {fe.frontend}",
-    ]
+    lines = [f"{path}", *config_lines(build(doc, str(path)))]
     if tr:
         lines.append(f"  training: step {doc.get('step', '?')} of {tr.get('steps', '?')}, batch {tr.get('batch_size')}, "
                      f"lr {tr.get('lr')}" + (f", from {tr['init']}" if tr.get("init") else "")
@@ -185,6 +175,19 @@ def describe(path: str | Path) -> str:
         lines.append("  validation: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     lines.append(f"  sha256 {doc.get('sha256', '?')}")
     return "\n".join(lines) + "\n"
+
+
+def config_lines(model: DereverbModel) -> list[str]:
+    """The network and input lines of :func:`describe` (an exported ONNX model's too)."""
+    m, st, fe = model.model_config, model.stft_config, model.feature_config
+    compression = f"power {fe.power}" if fe.compression == "power" else f"{fe.compression} (floor {fe.floor_db:g} dB)"
+    return [
+        f"  network: U-Net, {m.output} output, {m.depth} levels, {m.base_channels}->{m.max_channels} channels, "
+        f"{m.kernel_size}x{m.kernel_size}, {m.norm} norm; "
+        f"{count_parameters(model.net):,} parameters",
+        f"  input: STFT {st.n_fft}/{st.hop_length} {st.window} at {st.sample_rate} Hz, {st.n_freq} bins; "
+        f"{compression}, {fe.normalization} normalisation; frontend {fe.frontend}",
+    ]
 
 
 # --- resume state --------------------------------------------------------------------------------

@@ -113,6 +113,39 @@ class OnnxNet:
         return torch.from_numpy(out)
 
 
+def describe_onnx(path: str | Path) -> str:
+    """A few lines on an exported file: opset, the graph's inputs and outputs, and the model its
+    metadata rebuilds (network, STFT, features), as :func:`~dereverb.checkpoint.describe` does
+    for a checkpoint."""
+    from . import checkpoint
+
+    path = Path(path)
+    model, net = load_onnx(path)
+    try:
+        import onnx
+
+        opsets = onnx.load(str(path), load_external_data=False).opset_import
+        opset = next((str(o.version) for o in opsets if o.domain in ("", "ai.onnx")), "?")
+    except ImportError:  # onnxruntime alone runs the file; the opset is onnx's to read
+        opset = "? (install onnx to read it)"
+    return "\n".join([
+        f"{path}",
+        f"  ONNX export of a dereverb model: opset {opset}, metadata format {net.meta.get('format_version')}; "
+        "the STFT and features run outside the graph (enhance --model runs it)",
+        f"  graph: {_tensors(net.session.get_inputs())} -> {_tensors(net.session.get_outputs())}",
+        *checkpoint.config_lines(model),
+    ]) + "\n"
+
+
+def _tensors(args) -> str:
+    """onnxruntime's graph inputs or outputs as text: ``features (batch, 1, 256, frames) tensor(float)``;
+    a dimension the graph leaves open without a name of ours is ``?``."""
+    def dim(d) -> str:
+        return str(d) if isinstance(d, int) or d in ("batch", "frames") else "?"
+
+    return ", ".join(f"{a.name} ({', '.join(map(dim, a.shape))}) {a.type}" for a in args)
+
+
 def load_onnx(path: str | Path):
     """``(model, net)`` from an exported file: the :class:`~dereverb.model.DereverbModel` around the
     network (STFT, features, normaliser; its own U-Net weights unused) and the :class:`OnnxNet`."""
