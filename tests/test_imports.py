@@ -23,7 +23,7 @@ INFERENCE = {
 }
 # Only training (and preparing its data) needs these.
 TRAINING = {
-    "dereverb.train", "dereverb.runlog", "dereverb.validation", "dereverb.losses", "dereverb.data",
+    "dereverb.train", "dereverb.batches", "dereverb.runlog", "dereverb.validation", "dereverb.losses", "dereverb.data",
     "dereverb.paired", "dereverb.convolver", "dereverb.noise", "dereverb.store", "dereverb.shards",
     "dereverb.cli.train", "dereverb.cli.prepare",
 }

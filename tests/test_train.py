@@ -19,7 +19,7 @@ from dereverb.config import to_dict
 from dereverb.errors import DereverbError
 from dereverb.model import DereverbModel, autocast_dtype
 from dereverb.runlog import check_run_dir
-from dereverb.train import TrainConfig, WeightAverage, _precision, load_config, lr_at, train
+from dereverb.train import StepInputs, TrainConfig, WeightAverage, _precision, load_config, lr_at, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "recipes" / "smoke.yaml"
@@ -61,6 +61,17 @@ def test_recipes_load_and_presets_expand():
     assert cfg.train.lr == 0.01 and cfg.model.output == "mask" and cfg.model.base_channels == 8
     default = load_config(REPO / "recipes" / "default.yaml")
     assert default.model.depth == 6 and default.train.steps > 1000
+
+
+def test_overlays_merge_key_by_key_and_the_experiment_overlays_load(tmp_path):
+    overlay = tmp_path / "wide.yaml"
+    overlay.write_text("model: {base_channels: 32}\ntrain: {lr: 0.005}\ndata: {speech: [a, b]}\n")
+    cfg = load_config([SMOKE, overlay], ["train.lr=0.01"])
+    assert cfg.model.base_channels == 32 and cfg.model.depth == 4  # the smoke preset, widened
+    assert cfg.train.lr == 0.01 and cfg.train.steps == load_config(SMOKE).train.steps
+    assert cfg.data.speech == ("a", "b") and cfg.data.rirs == load_config(SMOKE).data.rirs  # lists replace
+    for path in sorted((REPO / "recipes" / "experiments").glob("*.yaml")):
+        assert load_config([REPO / "recipes" / "default.yaml", path]) != load_config(REPO / "recipes" / "default.yaml"), path
 
 
 @pytest.mark.parametrize("override, message", [
@@ -121,6 +132,27 @@ def test_run_folder_and_resume_equals_uninterrupted(tiny_data, tmp_path, monkeyp
     wave = torch.randn(1, 4000, generator=torch.Generator().manual_seed(0)) * 0.1
     with torch.no_grad():
         assert torch.equal(reloaded.enhance_wave(wave), resumed.enhance_wave(wave))
+
+
+def test_data_workers_do_not_change_the_run(tiny_data, tmp_path):
+    """The batch of a step is the same with or without DataLoader workers, and the features the
+    workers compute (StepInputs) are the ones the main process would: identical weights."""
+    runs = [train(load_config(None, _overrides(tiny_data, num_workers=w, valid_count=0)), tmp_path / f"w{w}")[0]
+            for w in (0, 2)]
+    for (name, a), b in zip(runs[0].state_dict().items(), runs[1].state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_step_inputs_are_the_models_features(tiny_data):
+    cfg = load_config(None, _overrides(tiny_data))
+    model = DereverbModel(cfg.stft, cfg.features, cfg.model)
+    wave = torch.randn(2, 4096, generator=torch.Generator().manual_seed(0)) * 0.1
+    model.fit_normalizer(model.stft(wave))
+    out = StepInputs(model)({"reverb": wave, "clean": wave * 0.5})
+    spec = model.stft(wave)
+    assert torch.equal(out["reverb_spec"], spec)
+    assert torch.allclose(out["x"], model.encode(spec)) and torch.allclose(out["y"], model.encode(spec * 0.5))
+    assert out["x"].shape == (2, 1, cfg.stft.n_freq, spec.shape[-1])
 
 
 def test_weight_average_follows_its_decay_and_copies_buffers():

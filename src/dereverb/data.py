@@ -259,8 +259,12 @@ class ReverbPairs(IterableDataset):
         stream, streams = self._stream()
         rng = np.random.default_rng([self.seed, self.epoch, stream])
         while True:
-            reverb, clean = self.example(rng)
-            yield {"reverb": torch.from_numpy(reverb), "clean": torch.from_numpy(clean)}
+            yield self.item(rng)
+
+    def item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One pair as a training item: ``{"reverb": (S,), "clean": (S,)}`` float32 tensors."""
+        reverb, clean = self.example(rng)
+        return {"reverb": torch.from_numpy(reverb), "clean": torch.from_numpy(clean)}
 
     def pick_rir(self, rng: np.random.Generator) -> tuple[Rir, float | None]:
         """A RIR and the DRR (dB) to give it, or ``None`` to keep its own."""

@@ -9,6 +9,7 @@ Model files and the resume state are written by :mod:`dereverb.train` through
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterable
@@ -57,6 +58,45 @@ def check_run_dir(run_dir: Path, sections: dict[str, Any]) -> None:
         if theirs != to_dict(ours):
             raise DereverbError(f"{run_dir}: this run was started with a different {key} configuration; "
                                 "use another --run-dir or the original recipe")
+
+
+class LoopTimer:
+    """Wall-clock seconds of the training loop by section: ``data`` (waiting for the next batch),
+    ``features`` (moving it to the device; its STFT and normalisation run where it is made),
+    ``model`` (forward, loss, backward, optimiser step), ``average`` (the weight average),
+    ``valid``, ``checkpoint`` and ``other`` (everything between sections: logging, the
+    learning-rate schedule).
+
+    ``with timer("model"): ...`` adds to a section; :meth:`start` begins counting (set-up is not
+    the loop).
+    """
+
+    SECTIONS = ("data", "features", "model", "average", "valid", "checkpoint", "other")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.SECTIONS, 0.0)
+        self.mark = time.perf_counter()
+
+    def start(self) -> None:
+        self.mark = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, section: str):
+        begin = time.perf_counter()
+        self.seconds["other"] += begin - self.mark
+        try:
+            yield
+        finally:
+            self.mark = time.perf_counter()
+            self.seconds[section] += self.mark - begin
+
+    def shares(self) -> dict[str, float]:
+        """Each section's fraction of the time counted so far."""
+        total = sum(self.seconds.values()) or 1.0
+        return {k: v / total for k, v in self.seconds.items()}
+
+    def summary(self) -> str:
+        return "loop time: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in self.shares().items())
 
 
 class RunLog:

@@ -6,9 +6,10 @@ weights, optimisers, step, RNG), ``train.log``, ``tb/`` (TensorBoard scalars) an
 ``samples/step_NNNNNNN/`` (audio and spectrograms of a few validation items; the log, scalars and
 samples are written by :mod:`dereverb.runlog`, the metrics come from :mod:`dereverb.validation`).
 
-Reproducibility: the data stream restarts at every checkpoint with ``set_epoch(step)`` (a seed
-derived from ``(train.seed, step)``), and the RNG state is saved with the weights, so a run that
-is killed and rerun ends with the same weights as one that never stopped (on CPU).
+Reproducibility: the batch of step ``s`` is drawn from seeds derived from ``(train.seed, s)``
+(:mod:`dereverb.batches`), whatever the number of DataLoader workers, and the RNG state is saved
+with the weights, so a run that is killed and rerun ends with the same weights as one that never
+stopped (on CPU).
 """
 
 from __future__ import annotations
@@ -20,21 +21,22 @@ import itertools
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from . import checkpoint, losses
-from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, require, to_dict
+from .batches import step_loader
+from .config import FeatureConfig, StftConfig, apply_overrides, from_dict, load_yaml, merge, require, to_dict
 from .data import DataConfig, build_train_dataset, build_valid_set
 from .errors import DereverbError
 from .model import DereverbModel, ModelConfig, PatchDiscriminator, autocast, autocast_dtype, model_config
 from .paired import PairedFolder
-from .runlog import RunLog, check_outside_data, check_run_dir, write_samples
+from .runlog import LoopTimer, RunLog, check_outside_data, check_run_dir, write_samples
 from .validation import unprocessed, validate
 
 # AdamW's settings and the gradient-norm clip of every run so far.
@@ -139,9 +141,15 @@ class RunConfig:
     train: TrainConfig = TrainConfig()
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """A recipe YAML plus ``key=value`` overrides; ``model.preset: NAME`` starts from a named model."""
-    data = apply_overrides(load_yaml(path) if path else {}, list(overrides))
+def load_config(path: str | Path | Sequence[str | Path] | None, overrides: Sequence[str] = ()) -> RunConfig:
+    """A recipe YAML (or several: each later file an overlay on the earlier ones, as
+    ``recipes/experiments/*.yaml`` on ``recipes/default.yaml``) plus ``key=value`` overrides;
+    ``model.preset: NAME`` starts from a named model."""
+    paths = [] if path is None else [path] if isinstance(path, (str, Path)) else list(path)
+    data: dict[str, Any] = {}
+    for p in paths:
+        data = merge(data, load_yaml(p))
+    data = apply_overrides(data, list(overrides))
     model = dict(data.get("model") or {})
     if "preset" in model:
         data["model"] = to_dict(model_config(str(model.pop("preset")), **model))
@@ -251,15 +259,29 @@ def _valid_set(cfg: RunConfig, train_set) -> list[dict]:
     return []  # a feature store alone has no waveforms to validate on
 
 
-def _batches(dataset, cfg: TrainConfig, step: int, rank: int, world: int):
-    """An iterator over batches of the stream that starts at ``step`` (seed from (seed, step))."""
-    dataset.set_epoch(step)
-    if not isinstance(dataset, IterableDataset):  # map-style: a seeded permutation, one slice per rank
-        order = np.random.default_rng([cfg.seed, step]).permutation(len(dataset))
-        dataset = Subset(dataset, order[rank::world].tolist())
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
-                        generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
-    return iter(loader)
+def _batches(dataset, cfg: TrainConfig, step: int, rank: int, world: int, inputs: StepInputs | None = None):
+    """An endless iterator over the batches of steps ``step, step + 1, ...`` (:mod:`dereverb.batches`),
+    each passed through ``inputs`` where it is made."""
+    return iter(step_loader(dataset, cfg.batch_size, cfg.seed, step, cfg.num_workers, rank, world, inputs))
+
+
+class StepInputs:
+    """A batch -> what one training step needs: ``{"reverb_spec": (B, F_full, T)`` complex (after
+    the frontend), ``"x"``, ``"y": (B, C, n_freq, T)`` normalised input and target features``}``.
+
+    It runs where the batch is made, so with ``train.num_workers`` the STFT, the frontend and the
+    normalisation happen in the DataLoader workers, beside the network's step instead of before
+    it.  It holds a CPU copy of the model's signal processing as it is when the loop starts (the
+    normaliser is fitted or restored by then and does not change during training).
+    """
+
+    def __init__(self, model: DereverbModel):
+        self.model = copy.deepcopy(model).cpu().eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, batch: dict) -> dict[str, torch.Tensor]:
+        reverb, clean = _pairs(batch, self.model, torch.device("cpu"))
+        return {"reverb_spec": reverb, "x": self.model.encode(reverb), "y": self.model.encode(clean)}
 
 
 def _precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
@@ -290,21 +312,76 @@ def _pairs(batch: dict, model: DereverbModel, device: torch.device):
     return tuple(batch[k].to(device).to(torch.complex64) for k in ("reverb_mag", "clean_mag"))
 
 
+class Diverged(Exception):
+    """The loss of a step was not finite (its update was not applied)."""
+
+    def __init__(self, loss: float):
+        super().__init__(f"loss {loss}")
+        self.loss = loss
+
+
+def optimise(model: DereverbModel, net: torch.nn.Module, opt, scaler, reverb: torch.Tensor, x: torch.Tensor,
+             y: torch.Tensor, tc: TrainConfig, dtype: torch.dtype | None, world: int = 1,
+             disc: tuple = (None, None)) -> tuple[float, float, dict[str, float]]:
+    """One optimiser step on a batch: the network on ``x``, its output as features
+    (:meth:`DereverbModel.output_features`, the mask applied to ``reverb``), the L1 (relative when
+    ``train.relative_floor``) or the GAN's losses against ``y``, backward, clipping, AdamW.
+
+    ``reverb``: complex ``(B, F_full, T)``; ``x``, ``y``: ``(B, C, n_freq, T)`` normalised
+    features; ``net``: ``model.net`` or its DDP wrapper; ``disc``: ``(discriminator, its
+    optimiser)`` or ``(None, None)``.  Returns ``(loss averaged over ranks, gradient norm, loss
+    parts)``; raises :class:`Diverged` (before the update) on a non-finite loss.
+    """
+    device = x.device
+    dnet, opt_d = disc
+    with autocast(device, dtype):
+        out = net(x)
+    pred = model.output_features(out, reverb)  # float32, comparable with y
+    if tc.relative_floor:
+        parts = {"spec": losses.relative_spectral_loss(pred, y, x, tc.relative_floor)}
+    else:
+        parts = {"spec": losses.spectral_loss(pred, y)}
+    if dnet is not None:
+        with autocast(device, dtype):
+            d_loss = losses.discriminator_loss(dnet(x, y), dnet(x, pred.detach()), tc.gan.loss)
+        opt_d.zero_grad(set_to_none=True)
+        scaler.scale(d_loss).backward()
+        scaler.step(opt_d)
+        with autocast(device, dtype):
+            fake_logits = dnet(x, pred)
+        parts["spec"] = losses.generator_loss(fake_logits, pred, y, tc.gan.l1_weight, tc.gan.loss)
+        parts["disc"] = d_loss.detach()
+    loss = sum(v for k, v in parts.items() if k != "disc")
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.net.parameters(), GRAD_CLIP)
+    loss_value = _mean_over_ranks(loss.detach(), world)
+    if not math.isfinite(loss_value):
+        raise Diverged(loss_value)
+    scaler.step(opt)
+    scaler.update()
+    return loss_value, float(grad_norm), {k: float(v.detach()) for k, v in parts.items()}
+
+
 # --- the loop ------------------------------------------------------------------------------------
 
 
-def train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str, float]]:
-    """Train (or resume) the run in ``run_dir``; returns the model and its last validation metrics."""
+def train(cfg: RunConfig, run_dir: str | Path, timer: LoopTimer | None = None) -> tuple[DereverbModel, dict[str, float]]:
+    """Train (or resume) the run in ``run_dir``; returns the model and its last validation metrics.
+
+    ``timer`` receives the loop's time by section (``benchmarks/train_loop.py`` reads it); the log
+    reports the shares at each validation either way."""
     threads = torch.get_num_threads()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     try:
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, timer or LoopTimer())
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str, float]]:
+def _train(cfg: RunConfig, run_dir: str | Path, timer: LoopTimer) -> tuple[DereverbModel, dict[str, float]]:
     tc = cfg.train
     rank, world, device = _distributed()
     run_dir = Path(run_dir)
@@ -361,72 +438,49 @@ def _train(cfg: RunConfig, run_dir: str | Path) -> tuple[DereverbModel, dict[str
     net = model.net if world == 1 else torch.nn.parallel.DistributedDataParallel(model.net)
     dnet = disc if disc is None or world == 1 else torch.nn.parallel.DistributedDataParallel(disc)
     model.train()
-    batches = _batches(train_set, tc, step, rank, world)
+    batches = _batches(train_set, tc, step, rank, world, StepInputs(model))
     log.start(step, tc.steps)
     last_metrics: dict[str, float] = {}
     tick = time.perf_counter()
+    timer.start()
     while step < tc.steps:
-        try:
+        with timer("data"):
             batch = next(batches)
-        except StopIteration:  # a finite source: start its next pass, seeded by the step
-            batches = _batches(train_set, tc, step, rank, world)
-            batch = next(batches)
-        reverb, clean = _pairs(batch, model, device)
+        with timer("features"):
+            reverb, x, y = (batch[k].to(device) for k in ("reverb_spec", "x", "y"))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
-        x, y = model.encode(reverb), model.encode(clean)  # (B, C, F, T) normalised features
-        with autocast(device, dtype):
-            out = net(x)
-        pred = model.output_features(out, reverb)  # float32, comparable with y
-        if tc.relative_floor:
-            parts = {"spec": losses.relative_spectral_loss(pred, y, x, tc.relative_floor)}
-        else:
-            parts = {"spec": losses.spectral_loss(pred, y)}
-        if dnet is not None:
-            with autocast(device, dtype):
-                d_loss = losses.discriminator_loss(dnet(x, y), dnet(x, pred.detach()), tc.gan.loss)
-            opt_d.zero_grad(set_to_none=True)
-            scaler.scale(d_loss).backward()
-            scaler.step(opt_d)
-            with autocast(device, dtype):
-                fake_logits = dnet(x, pred)
-            parts["spec"] = losses.generator_loss(fake_logits, pred, y, tc.gan.l1_weight, tc.gan.loss)
-            parts["disc"] = d_loss.detach()
-        loss = sum(v for k, v in parts.items() if k != "disc")
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(opt)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.net.parameters(), GRAD_CLIP)
-        loss_value = _mean_over_ranks(loss.detach(), world)
-        if not math.isfinite(loss_value):
-            log.close()
-            raise DereverbError(f"training diverged: loss is {loss_value} at step {step + 1}; the last good "
-                                f"checkpoint is kept in {run_dir} (lower train.lr or raise train.warmup_steps)")
-        scaler.step(opt)
-        scaler.update()
+        with timer("model"):
+            try:
+                loss_value, grad_norm, parts = optimise(model, net, opt, scaler, reverb, x, y, tc, dtype, world,
+                                                        disc=(dnet, opt_d))
+            except Diverged as e:
+                log.close()
+                raise DereverbError(f"training diverged: loss is {e.loss} at step {step + 1}; the last good checkpoint "
+                                    f"is kept in {run_dir} (lower train.lr or raise train.warmup_steps)") from None
         if ema is not None:
-            ema.update(model)
+            with timer("average"):
+                ema.update(model)
         step += 1
 
         done = step == tc.steps
         rate = tc.batch_size * world / max(1e-9, time.perf_counter() - tick)
         tick = time.perf_counter()
-        log.step(step, loss_value, rate, lr_at(step - 1, tc), float(grad_norm),
-                 {k: float(v.detach()) for k, v in parts.items()}, tc.log_every)
+        log.step(step, loss_value, rate, lr_at(step - 1, tc), grad_norm, parts, tc.log_every)
         if rank == 0 and (step % tc.valid_every == 0 or done) and valid:
-            last_metrics, outputs = validate(served, valid, device, tc.pesq)
-            score = last_metrics["si_sdr"]
-            log.valid(step, last_metrics)
-            write_samples(run_dir / "samples" / f"step_{step:07d}", valid[: tc.samples], outputs, served)
-            if best is None or score > best:
-                best = score
-                checkpoint.save(run_dir / "best.safetensors", served, _meta(cfg, step, last_metrics))
+            with timer("valid"):
+                last_metrics, outputs = validate(served, valid, device, tc.pesq)
+                log.valid(step, last_metrics)
+                log.info(timer.summary())
+                write_samples(run_dir / "samples" / f"step_{step:07d}", valid[: tc.samples], outputs, served)
+                if best is None or last_metrics["si_sdr"] > best:
+                    best = last_metrics["si_sdr"]
+                    checkpoint.save(run_dir / "best.safetensors", served, _meta(cfg, step, last_metrics))
         if rank == 0 and (step % tc.checkpoint_every == 0 or done):
-            checkpoint.save(run_dir / "last.safetensors", served, _meta(cfg, step, last_metrics))
-            checkpoint.save_state(state_path, _state(model, opt, disc, opt_d, step, best, ema))  # last: a kill
-            # between the two files resumes from the previous state, never a mismatched pair
-        if step % tc.checkpoint_every == 0 and not done:  # the stream restarts where a resume would
-            batches = _batches(train_set, tc, step, rank, world)
+            with timer("checkpoint"):
+                checkpoint.save(run_dir / "last.safetensors", served, _meta(cfg, step, last_metrics))
+                checkpoint.save_state(state_path, _state(model, opt, disc, opt_d, step, best, ema))  # last: a
+                # kill between the two files resumes from the previous state, never a mismatched pair
         if world > 1 and (step % tc.valid_every == 0 or step % tc.checkpoint_every == 0 or done):
             dist.barrier()
     if world > 1:  # DDP syncs batch-norm statistics at each forward, not after the last one

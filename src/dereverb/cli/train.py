@@ -1,4 +1,4 @@
-"""``dereverb train --config recipes/NAME.yaml [--set key=value ...] [--run-dir DIR]``."""
+"""``dereverb train --config recipes/NAME.yaml [--config OVERLAY.yaml ...] [--set key=value ...] [--run-dir DIR]``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ HELP = "train a dereverberation model from a recipe (rerun the same command to r
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", required=True, help="recipe YAML, e.g. recipes/smoke.yaml")
+    p.add_argument("--config", required=True, action="append",
+                   help="recipe YAML, e.g. recipes/smoke.yaml; repeat to lay overlays on it, e.g. "
+                        "--config recipes/default.yaml --config recipes/experiments/wide.yaml")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set train.lr=3e-4 (repeatable)")
     p.add_argument("--run-dir", default=None, help="run folder (default: runs/<train.name>)")
