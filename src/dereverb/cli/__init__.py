@@ -17,6 +17,9 @@ from ..errors import DereverbError
 
 # Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = ("info", "rirs", "prepare", "train", "enhance", "export", "evaluate", "compare", "make_testset", "demo")
+# Spellings that still parse but are not shown: ``-o`` is ``--output`` in every command, and was
+# ``--out`` in evaluate, make-testset and compare.
+HIDDEN_ALIASES = ("--out",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,16 +34,34 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f".{name}", __name__)
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show full tracebacks on errors")
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
+        for q in command_parsers(p):
+            if q is not p:  # an action's own parser (rirs simulate|analyze)
+                q.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show full tracebacks on errors")
+            q.set_defaults(_parser=q)  # the usage an unknown flag prints
+            for action in q._actions:  # what help, usage and errors show; parsing still knows the alias
+                action.option_strings = [s for s in action.option_strings if s not in HIDDEN_ALIASES]
     return parser
+
+
+def command_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """``parser`` and the parsers of its sub-actions, recursively."""
+    found = [parser]
+    for action in parser._actions:
+        for child in (action.choices or {}).values() if isinstance(action.choices, dict) else ():
+            found += command_parsers(child)
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 2 user error, 130 interrupted)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's usage, not the top level's
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2

@@ -17,7 +17,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--against", default=None, metavar="NAME",
                    help="system of OLD_REPORT (default: its model row)")
     p.add_argument("--metrics", default="", help="comma-separated subset (default: all scored in both)")
-    p.add_argument("-o", "--out", default=None, metavar="FILE.md", help="also write the table here")
+    p.add_argument("-o", "--output", "--out", default=None, metavar="FILE.md", help="also write the table here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     table = compare_reports(args.new, args.old, args.system, args.against, metrics)
     print(table, end="")
-    if args.out:
-        with atomic_path(Path(args.out)) as tmp:
+    if args.output:
+        with atomic_path(Path(args.output)) as tmp:
             tmp.write_text(table)
     return 0

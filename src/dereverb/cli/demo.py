@@ -9,7 +9,7 @@ HELP = "dereverberate the bundled examples and compare with unprocessed and WPE"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", default="demo_out", help="output folder (default: demo_out)")
+    p.add_argument("-o", "--output", "--out", default="demo_out", help="output folder (default: demo_out)")
     p.add_argument("--model", default=None, help="model file or run folder (default: the bundled model)")
 
 

@@ -11,13 +11,16 @@ HELP = "remove reverberation from audio files and folders (recursive; output mir
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio files or folders")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
+    p.add_argument("-o", "--output", "--out", required=True, metavar="OUT",
                    help="output folder (or, for one input file, an output file name)")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
                    help="bundled model name, .safetensors checkpoint, run folder or .onnx file (default: bundled)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="where the network runs (default auto: a CUDA GPU when there is one, else the CPU)")
     p.add_argument("--phase", default=None, choices=("reverberant", "griffinlim", "model"),
-                   help="phase of the output (default: the model's own choice)")
+                   help="phase of the output: reverberant (the default) or griffinlim for models that predict a "
+                        "magnitude, as the bundled one does; model only for models that predict phase "
+                        "(model.output complex)"),
     p.add_argument("--strength", type=float, default=1.0,
                    help="0..1: 1 removes all the reverberation it can, lower keeps some room sound")
     p.add_argument("--suffix", default="", help="added to each output file's stem, e.g. _dry")

@@ -22,13 +22,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=int, default=16000, help="scoring sample rate in Hz (default 16000)")
     p.add_argument("--workers", type=int, default=2, help="parallel processes for the metrics (default 2)")
     p.add_argument("--examples", type=int, default=3, help="files shown with spectrograms and audio")
-    p.add_argument("--wpe-taps", type=int, default=40)
-    p.add_argument("--wpe-delay", type=int, default=3)
-    p.add_argument("--wpe-iterations", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0, help="picks the example files")
+    p.add_argument("--wpe-taps", type=int, default=40,
+                   help="the WPE baseline's prediction filter length in frames (default 40)")
+    p.add_argument("--wpe-delay", type=int, default=3, help="the WPE baseline's prediction delay in frames (default 3)")
+    p.add_argument("--wpe-iterations", type=int, default=3, help="the WPE baseline's iterations (default 3)")
+    p.add_argument("--seed", type=int, default=0, help="picks the example files (default 0)")
     p.add_argument("--shifts", type=int, default=None, metavar="N",
                    help="network passes per segment for --model (default: enhance's default)")
-    p.add_argument("-o", "--out", required=True, metavar="REPORT_DIR", help="output folder")
+    p.add_argument("-o", "--output", "--out", required=True, metavar="REPORT_DIR", help="output folder")
 
 
 def _systems(specs: list[str]) -> dict[str, str]:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                      workers=args.workers, examples=args.examples, seed=args.seed,
                      wpe=WpeConfig(taps=args.wpe_taps, delay=args.wpe_delay, iterations=args.wpe_iterations),
                      shifts=args.shifts)
-    result = evaluate(args.reverb, args.out, clean_dir=args.clean, systems=_systems(args.system),
+    result = evaluate(args.reverb, args.output, clean_dir=args.clean, systems=_systems(args.system),
                       model=args.model, cfg=cfg)
     print((result.out_dir / "summary.md").read_text(), end="")
     if result.notes:

@@ -10,7 +10,7 @@ HELP = "export a model's network to ONNX (the STFT stays outside; run it with en
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx file to write")
+    p.add_argument("-o", "--output", "--out", required=True, metavar="FILE", help="the .onnx file to write")
     p.add_argument("--model", default=None, metavar="NAME|PATH",
                    help="bundled model name, .safetensors checkpoint or run folder (default: bundled)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (17 or newer)")

@@ -20,8 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rate", type=int, default=16000, help="sample rate in Hz (default 16000)")
     p.add_argument("--target", default="direct", choices=("direct", "early", "dry"),
                    help="clean target: direct path (default), direct + 50 ms, or the dry signal")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the utterances, rooms and positions drawn (default 0): same seed, same test set")
+    p.add_argument("-o", "--output", "--out", required=True, metavar="DIR", help="output folder")
 
 
 def _distances(text: str) -> tuple[tuple[str, float], ...]:
@@ -49,8 +50,8 @@ def run(args: argparse.Namespace) -> int:
         raise DereverbError(f"--t60 {args.t60}: expected seconds separated by commas") from e
     cfg = TestsetConfig(t60s=t60s, distances=_distances(args.distances), per_condition=args.per_condition,
                         max_seconds=args.max_seconds, sample_rate=args.rate, target=args.target, seed=args.seed)
-    rows = make_testset(args.speech, args.rirs, args.out, cfg)
+    rows = make_testset(args.speech, args.rirs, args.output, cfg)
     conditions = sorted({r["condition"] for r in rows})
-    print(f"wrote {len(rows)} pairs in {len(conditions)} conditions to {args.out} "
+    print(f"wrote {len(rows)} pairs in {len(conditions)} conditions to {args.output} "
           f"({', '.join(conditions)})")
     return 0

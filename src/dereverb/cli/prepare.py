@@ -9,7 +9,7 @@ HELP = "precompute dB spectrogram pairs (quantised, compressed) into a feature s
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-o", "--output", required=True, help="store folder (created; a rerun resumes)")
+    p.add_argument("-o", "--output", "--out", required=True, help="store folder (created; a rerun resumes)")
     src = p.add_argument_group("source: speech + RIRs")
     src.add_argument("--speech", nargs="+", default=[], help="clean speech folders, files or CSV/JSONL manifests")
     src.add_argument("--rirs", nargs="+", default=[], help="measured RIR files or folders")
@@ -26,9 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "0 = float16, lossless, about 1.3x bigger")
     p.add_argument("--codec", choices=("lz4hc", "zstd", "none"), default="lz4hc",
                    help="block compression (default lz4hc; zstd: about 9%% smaller, half the speed; none: raw)")
-    p.add_argument("--items-per-shard", type=int, default=256)
+    p.add_argument("--items-per-shard", type=int, default=256,
+                   help="items per shard file (default 256): smaller shards, finer resume after a crash")
     p.add_argument("--sample-rate", type=int, default=16000, help="Hz (STFT: 512-point Hann, hop 128)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of each item's random draws (default 0): same seed, same store")
     p.add_argument("--strict", action="store_true", help="fail on a bad input file instead of skipping it")
 
 

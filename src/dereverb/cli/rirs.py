@@ -10,19 +10,22 @@ HELP = "simulate a pool of room impulse responses, or print T30/DRR of RIR files
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="rirs_command", metavar="ACTION", required=True)
-    sim = sub.add_parser("simulate", help="simulate shoebox RIRs into a reusable pool folder")
+    text = "simulate shoebox RIRs (pyroomacoustics) into a reusable pool folder; a rerun resumes"
+    sim = sub.add_parser("simulate", help=text, description=text)
     sim.add_argument("--count", type=int, required=True, help="number of RIRs in the pool")
-    sim.add_argument("-o", "--output", required=True, help="pool folder (created; a rerun resumes)")
-    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("-o", "--output", "--out", required=True, help="pool folder (created; a rerun resumes)")
+    sim.add_argument("--seed", type=int, default=0, help="seed of the rooms drawn (default 0): same seed, same pool")
     sim.add_argument("--sample-rate", type=int, default=16000, help="Hz (default 16000)")
     sim.add_argument("--t60", type=float, nargs=2, default=(0.2, 2.0), metavar=("MIN", "MAX"),
                      help="T60 range in s (default 0.2 2.0)")
     sim.add_argument("--distance", type=float, nargs=2, default=(0.5, 4.0), metavar=("MIN", "MAX"),
                      help="source-microphone distance range in m (default 0.5 4.0)")
-    ana = sub.add_parser("analyze", help="print direct-path delay, T30 and DRR of RIR files")
+    text = "print direct-path delay, length, T30 and DRR of RIR files"
+    ana = sub.add_parser("analyze", help=text, description=text)
     ana.add_argument("inputs", nargs="+", help="RIR files or folders")
     ana.add_argument("--sample-rate", type=int, default=16000, help="analyse at this rate (Hz)")
-    ana.add_argument("--channels", choices=("first", "all"), default="first")
+    ana.add_argument("--channels", choices=("first", "all"), default="first",
+                     help="of a multichannel RIR file: the first channel (default) or each channel as an RIR")
     ana.add_argument("--strict", action="store_true", help="fail on a bad file instead of skipping it")
     ana.add_argument("--bands", action="store_true",
                      help="also T30 per octave band, 250 Hz to 6 kHz (real rooms decay faster at high frequencies)")
