@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import sys
 import tempfile
 import time
 
 import torch
 
 from dereverb.batches import step_loader
+from dereverb.errors import DereverbError
 from dereverb.model import DereverbModel
 from dereverb.runlog import LoopTimer
 from dereverb.train import StepInputs, _precision, _train_source, load_config, optimise, train
@@ -84,7 +86,10 @@ def main() -> None:
     configs = args.config or ["recipes/default.yaml"]
     cfg = load_config(configs, [f"train.steps={args.steps + 1}", "train.progress=false", *args.set])
     bs, tc = cfg.train.batch_size, cfg.train
-    batch = next(iter(step_loader(_train_source(cfg, 0, 1), bs, tc.seed, 0, 0)))
+    try:  # the recipe's data (../shared/data for recipes/default.yaml) must be there
+        batch = next(iter(step_loader(_train_source(cfg, 0, 1), bs, tc.seed, 0, 0)))
+    except DereverbError as e:
+        sys.exit(f"{'+'.join(configs)}: {e}")
     timer = InterleavedTimer(args.every, lambda: model_step_seconds(cfg, batch, args.model_steps))
     with tempfile.TemporaryDirectory() as run_dir:
         train(cfg, run_dir, timer)  # the extra step closes the last piece
