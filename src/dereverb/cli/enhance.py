@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mono", action="store_true", help="mix channels down to one before enhancing")
     p.add_argument("--wpe", action="store_true",
                    help="run single-channel WPE (40 taps) before the model: a cascade that is "
-                        "better on average and on close-microphone input; about 4x slower")
+                        "better on average and on close-microphone input; about 4x slower on long files")
     p.add_argument("--shifts", type=int, default=None, metavar="N",
                    help="network passes at frame offsets, averaged: more is slightly better and "
                         "N times the network's cost (default 2; 1 is the fastest)")
