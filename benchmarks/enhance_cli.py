@@ -1,11 +1,12 @@
 """`dereverb enhance` as a user runs it: wall time and peak memory of the whole command, with and
 without `--wpe`, each run a fresh process, runs of the two interleaved.
 
-Peak memory is the command's maximum resident set size as the kernel reports it to its parent
-(``wait4``'s ``ru_maxrss``, what ``/usr/bin/time -v`` prints): interpreter, torch and the model
-included.  This process imports neither torch nor dereverb, so its own size (which a child's
-``ru_maxrss`` cannot fall below) stays small.  Input: real speech x a real church RIR from
-``examples/``, tiled to each length, 16 kHz 16-bit WAV.
+Peak memory is the command process's own high-water mark (``VmHWM`` in ``/proc/self/status``,
+read as it exits): interpreter, torch and the model included.  Not ``ru_maxrss`` from ``wait4``
+or ``/usr/bin/time``: on Linux that starts from the parent's size at the fork, so it reports a
+parent that holds the test signal (1 h: 777 MB where the command itself peaked at about 405).
+Input: real speech x a real church RIR from ``examples/``, tiled to each length, 16 kHz 16-bit
+WAV, written in 10-minute pieces.
 
     python benchmarks/enhance_cli.py [--lengths 10,600] [--repeats 3]
 """
@@ -40,15 +41,28 @@ def reverberant_speech(seconds: int) -> np.ndarray:
     return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
+# `dereverb ARGS...` in this interpreter, then its VmHWM (kB) as the last line of stderr.
+COMMAND = """
+import re, sys
+from pathlib import Path
+from dereverb.cli import main
+try:
+    code = main(sys.argv[1:])
+finally:
+    print(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1), file=sys.stderr)
+sys.exit(code)
+"""
+
+
 def run(args: list[str]) -> tuple[float, float]:
-    """``(wall seconds, peak RSS in MB)`` of one command."""
+    """``(wall seconds, peak RSS in MB)`` of ``dereverb ARGS`` in a fresh process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    r = subprocess.run([sys.executable, "-c", COMMAND, *args], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{' '.join(args)} failed: {proc.stderr.read().decode()[-500:]}")
-    return wall, usage.ru_maxrss / 1024
+    if r.returncode != 0:
+        sys.exit(f"dereverb {' '.join(args)} failed: {r.stderr[-500:]}")
+    return wall, int(r.stderr.split()[-1]) / 1024
 
 
 def main() -> None:
@@ -56,13 +70,17 @@ def main() -> None:
     p.add_argument("--lengths", default="10,600", help="input lengths in seconds, comma-separated")
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
-    dereverb = [sys.executable, "-m", "dereverb", "enhance"]
+    dereverb = ["enhance"]
     print(f"{os.cpu_count()} CPUs; median of {args.repeats} runs each, the two systems interleaved\n")
     print("| input | system | wall s | x real time | --wpe / default | peak RSS MB |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for seconds in (int(s) for s in args.lengths.split(",")):
             src = Path(tmp) / f"in_{seconds}s.wav"
-            sf.write(src, reverberant_speech(seconds), RATE, subtype="PCM_16")
+            piece = reverberant_speech(min(seconds, 600))
+            with sf.SoundFile(src, "w", RATE, 1, "PCM_16") as f:
+                for start in range(0, seconds, 600):
+                    f.write(piece[: (min(seconds, start + 600) - start) * RATE])
+            del piece
             results: dict[str, list[tuple[float, float]]] = {"default": [], "--wpe": []}
             for _ in range(args.repeats):
                 for system in results:
