@@ -20,7 +20,8 @@ from dereverb.enhance import Dereverberator
 from dereverb.model import DereverbModel, model_config
 from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
-SUMMARY = re.compile(r"^(\d+) files, ([\d.]+) s of audio, real-time factor ([\d.]+)$")
+MANIFEST = "dereverb-manifest.jsonl"
+SUMMARY = re.compile(r"^(\d+) files, ([\d.]+) h of audio \(([\d.]+) s\), (\d+) failed, real-time factor ([\d.]+)$")
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +61,12 @@ def test_folder_tree_is_mirrored_and_a_rerun_skips_finished_outputs(tree, tmp_pa
     out = tmp_path / "out"
     assert enhance(tree, tree / "a.wav", "-o", out, model=model_file) == 0  # a.wav named twice runs once
     m = SUMMARY.match(capsys.readouterr().out.strip().splitlines()[-1])
-    assert m and m.group(1) == "2" and float(m.group(2)) == pytest.approx(1.5 + 20000 / 44100, abs=0.05)
+    assert m and m.group(1) == "2" and float(m.group(3)) == pytest.approx(1.5 + 20000 / 44100, abs=0.05)
+    assert float(m.group(2)) == pytest.approx(float(m.group(3)) / 3600, abs=1e-3) and m.group(4) == "0"
     a, b = sf.info(out / "a.wav"), sf.info(out / "sub" / "b.flac")
     assert (a.frames, a.samplerate, a.channels, a.subtype) == (24000, 16000, 1, "PCM_16")
     assert (b.frames, b.samplerate, b.channels, b.subtype) == (20000, 44100, 2, "PCM_24")
-    assert sorted(p.name for p in out.rglob("*")) == ["a.wav", "b.flac", "sub"]
+    assert sorted(p.name for p in out.rglob("*")) == ["a.wav", "b.flac", MANIFEST, "sub"]
     stamp = (out / "a.wav").stat().st_mtime_ns
     assert enhance(tree, "-o", out, model=model_file) == 0
     text = capsys.readouterr().out
@@ -80,7 +82,7 @@ def test_output_folder_inside_the_input_folder(tree, model_file, capsys):
     assert enhance(tree, "-o", tree / "dry", model=model_file) == 0  # outputs are not new inputs
     assert "skipped 2 existing" in capsys.readouterr().out
     dry = tree / "dry"
-    assert sorted(str(p.relative_to(dry)) for p in dry.rglob("*") if p.is_file()) == ["a.wav", "sub/b.flac"]
+    assert sorted(str(p.relative_to(dry)) for p in dry.rglob("*") if p.is_file()) == ["a.wav", MANIFEST, "sub/b.flac"]
 
 
 def test_in_place_with_a_suffix_reruns_and_skips_its_own_outputs(tree, model_file, capsys):
@@ -88,12 +90,12 @@ def test_in_place_with_a_suffix_reruns_and_skips_its_own_outputs(tree, model_fil
     rerun takes them for what they are (done work), not for new inputs or inputs to protect."""
     before = hashes(tree)
     assert enhance(tree, "-o", tree, "--suffix", "_dry", model=model_file) == 0
-    done = {p: hashes(tree)[p] for p in (str(tree / "a_dry.wav"), str(tree / "sub" / "b_dry.flac"))}
+    done = {p: hashes(tree)[p] for p in (str(tree / "a_dry.wav"), str(tree / "sub" / "b_dry.flac"), str(tree / MANIFEST))}
     capsys.readouterr()
     assert enhance(tree, "-o", tree, "--suffix", "_dry", model=model_file) == 0
     out = capsys.readouterr().out
     assert "skipped 2 existing output(s)" in out and out.strip().splitlines()[-1].startswith("0 files")
-    assert hashes(tree) == {**before, **done}  # no a_dry_dry.wav, nothing rewritten
+    assert hashes(tree) == {**before, **done}  # no a_dry_dry.wav, nothing rewritten, nothing recorded
     assert enhance(tree, "-o", tree, "--suffix", "_dry", "--overwrite", model=model_file) == 0
     assert sorted(hashes(tree)) == sorted({**before, **done})
     assert enhance(tree, "-o", tree, model=model_file) == 2  # no suffix: each output would be its input
@@ -129,14 +131,14 @@ def test_interrupted_folder_run_leaves_no_partial_file_and_rerun_finishes(tree, 
 
     monkeypatch.setattr(Dereverberator, "_rows", dies_in_second_file)
     assert enhance(tree, "-o", out, model=model_file) == 130
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.wav"]
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.wav", MANIFEST]
     assert not (out / "sub").exists()  # the folder made for b.flac is removed with its scratch file
     (out / "sub").mkdir()
     (out / "sub" / ".b.flac.k1ll3d.f32.tmp").write_bytes(b"\0" * 64)  # what a SIGKILL leaves
     monkeypatch.setattr(Dereverberator, "_rows", real)
     assert enhance(tree, "-o", out, model=model_file) == 0
     assert sf.info(out / "sub" / "b.flac").frames == 20000
-    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.wav", "b.flac"]
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.wav", "b.flac", MANIFEST]
 
 
 def _bad_cases(tmp_path: Path, tree: Path, model_file: Path) -> dict[str, list]:

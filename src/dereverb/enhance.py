@@ -1,4 +1,5 @@
-"""Dereverberation of arrays, files and folders with a trained model: :class:`Dereverberator`.
+"""Dereverberation of arrays and files with a trained model: :class:`Dereverberator` (folders and
+whole corpora: :mod:`dereverb.corpus`).
 
 A signal of any length goes through the network in overlapping segments (see
 :mod:`dereverb.chunking`), and files are read, resampled and written in blocks, so a one-hour
@@ -17,9 +18,8 @@ import copy
 import dataclasses
 import glob
 import math
-import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,8 @@ from . import audio, checkpoint, spectral
 from .checkpoint import PRETRAINED_DIR, resolve_model  # noqa: F401  (PRETRAINED_DIR: where bundled models live)
 from .chunking import ChunkConfig, Fifo, OverlapAdd, StreamResampler
 from .errors import DereverbError
-from .outputs import check_target, make_folder, plan_outputs, probe_writable, removed_on_failure, scratch_file
+from .model import autocast_dtype
+from .outputs import check_target, make_folder, scratch_file
 from .wpe import WpeConfig
 
 PHASES = ("reverberant", "griffinlim", "model")
@@ -81,23 +82,8 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-@dataclasses.dataclass(frozen=True)
-class Summary:
-    """What :meth:`Dereverberator.enhance_paths` did: files enhanced and skipped, seconds."""
-
-    files: int
-    skipped: int
-    audio_seconds: float
-    wall_seconds: float
-
-    @property
-    def real_time_factor(self) -> float:
-        """Processing time per second of audio (< 1 is faster than real time)."""
-        return self.wall_seconds / self.audio_seconds if self.audio_seconds else 0.0
-
-
 class Dereverberator:
-    """Enhance waveforms, files and folders with a :class:`~dereverb.model.DereverbModel`.
+    """Enhance waveforms and files with a :class:`~dereverb.model.DereverbModel`.
 
     ``phase``: ``"reverberant"`` or ``"griffinlim"`` (fast Griffin-Lim started from the
     reverberant phase) for magnitude models, ``"model"`` for complex ones; ``None`` takes the
@@ -112,12 +98,18 @@ class Dereverberator:
     over the U-Net's grid of ``2 ** depth`` frames, their outputs averaged.  A strided U-Net's
     output depends on where its grid falls on the signal; the mean over offsets is better than any
     one of them (most near the microphone: the bundled model's card), at ``shifts`` times the
-    network's cost.
+    network's cost.  ``autocast``: the network's convolutions in reduced precision (float16 or
+    bfloat16 on CUDA, bfloat16 on the CPU); the STFT, compression, normalisation and iSTFT stay in
+    float32, where the dB and power-law ranges need it.  Off by default: it moves outputs by more
+    than float rounding.
+
+    :attr:`network` is the one place the network runs; :mod:`dereverb.corpus` swaps in a batcher
+    that runs segments from several files (threads) in one call.
     """
 
     def __init__(self, model, device: str | torch.device = "auto", phase: str | None = None,
                  strength: float = 1.0, chunk: ChunkConfig = ChunkConfig(), onnx_net=None,
-                 wpe: WpeConfig | None = None, shifts: int = DEFAULT_SHIFTS):
+                 wpe: WpeConfig | None = None, shifts: int = DEFAULT_SHIFTS, autocast: bool = False):
         modes = tuple(model.phase_modes)
         if phase is not None and phase not in modes:
             kind = "predicts phase (model.output complex)" if modes == ("model",) else \
@@ -131,6 +123,8 @@ class Dereverberator:
             raise DereverbError(f"--shifts {shifts}: must be between 1 and {grid} (this model's frame grid)")
         if onnx_net is not None and str(device) not in ("auto", "cpu"):
             raise DereverbError(f"--device {device}: the onnx backend runs on the CPU; use --device cpu or auto")
+        if onnx_net is not None and autocast:
+            raise DereverbError("--autocast: the onnx backend runs in float32; use --backend torch")
         if wpe is not None:
             if model.feature_config.frontend == "wpe":
                 raise DereverbError("--wpe: this model runs WPE itself (its frontend); leave --wpe out")
@@ -144,11 +138,14 @@ class Dereverberator:
         self.backend = "torch" if onnx_net is None else "onnx"
         self.shifts = int(shifts)
         self.offsets = [i * grid // self.shifts for i in range(self.shifts)]  # frames
+        self.autocast = (autocast_dtype(self.device) or torch.bfloat16) if autocast else None  # dtype
+        self.network: Callable[[Tensor], Tensor] = self.run_network
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, device: str = "auto", phase: str | None = None,
                         strength: float = 1.0, backend: str = "torch", chunk: ChunkConfig = ChunkConfig(),
-                        wpe: WpeConfig | None = None, shifts: int = DEFAULT_SHIFTS) -> "Dereverberator":
+                        wpe: WpeConfig | None = None, shifts: int = DEFAULT_SHIFTS,
+                        autocast: bool = False) -> "Dereverberator":
         """Load a bundled model name, a ``.safetensors`` checkpoint, a run folder or an ``.onnx`` file.
 
         ``backend="onnx"`` runs the network with onnxruntime (a checkpoint is exported in memory;
@@ -161,10 +158,10 @@ class Dereverberator:
         file = resolve_model(path)
         if file.suffix == ".onnx":
             model, net = export.load_onnx(file)
-            return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe, shifts=shifts)
+            return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe, shifts=shifts, autocast=autocast)
         model = checkpoint.load(file, device="cpu")
         net = export.OnnxNet(export.to_onnx_bytes(model)) if backend == "onnx" else None
-        return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe, shifts=shifts)
+        return cls(model, device, phase, strength, chunk, onnx_net=net, wpe=wpe, shifts=shifts, autocast=autocast)
 
     @property
     def sample_rate(self) -> int:
@@ -172,6 +169,14 @@ class Dereverberator:
         return self.model.stft_config.sample_rate
 
     # --- the network on one segment --------------------------------------------------------------
+
+    def run_network(self, feats: Tensor) -> Tensor:
+        """The network on features ``(B, C, F, T)`` (``F``, ``T`` on its grid) -> float32 output
+        ``(B, C_out, F, T)``; each row on its own, so rows of equal shape may come from any files."""
+        if self.autocast is None:
+            return self.net(feats).float()
+        with torch.autocast(self.device.type, dtype=self.autocast):
+            return self.net(feats).float()
 
     def _spectrum(self, spec: Tensor) -> Tensor:
         """Complex ``(B, F_full, T)`` -> enhanced complex ``(B, F_full, T)``, at most ``MAX_GAIN`` x ``|spec|``.
@@ -186,7 +191,7 @@ class Dereverberator:
         feats = torch.nn.functional.pad(feats, (0, 0, 0, -n_f % m))
         est = torch.zeros_like(spec)
         for s in self.offsets:
-            out = self.net(mirror_frames(feats, s, -(n_t + s) % m))
+            out = self.network(mirror_frames(feats, s, -(n_t + s) % m))
             est += self.model.decode(out[..., :n_f, s : s + n_t], spec)
         est /= len(self.offsets)
         ceiling = MAX_GAIN * spec.abs()
@@ -308,7 +313,7 @@ class Dereverberator:
         src, dst = Path(src), Path(dst)
         meta = audio.info(src)
         check_target(dst, [src], overwrite)
-        rate, channels, fmt, subtype = self._output_spec(meta, dst, output_rate, mono, subtype)
+        rate, channels, fmt, subtype = self.output_spec(meta, dst, output_rate, mono, subtype)
         if meta.truncated:
             warnings.warn(meta.truncated, stacklevel=2)
         make_folder(dst.parent)
@@ -334,7 +339,7 @@ class Dereverberator:
                     w.write(block.reshape(-1, channels).T * gain)
         return meta.duration
 
-    def _output_spec(self, meta: audio.AudioInfo, dst: Path, output_rate: str, mono: bool,
+    def output_spec(self, meta: audio.AudioInfo, dst: Path, output_rate: str, mono: bool,
                      subtype: str | None = None) -> tuple[int, int, str, str]:
         """``(rate Hz, channels, format, subtype)`` of ``dst`` enhanced from the file ``meta``
         describes; a format that cannot hold them is an error here, before any work."""
@@ -345,30 +350,6 @@ class Dereverberator:
             return rate, channels, fmt, audio.compatible_subtype(dst, subtype or meta.subtype, rate, channels, fmt)
         except DereverbError as e:
             raise DereverbError(f"{e} for {meta.path}") from e
-
-    def enhance_paths(self, inputs: Sequence[str | Path], out: str | Path, suffix: str = "",
-                      overwrite: bool = False, output_rate: str = "input", mono: bool = False,
-                      progress: bool = True) -> Summary:
-        """Enhance files and folders (recursive) into ``out``, mirroring each input folder's tree.
-
-        Every input's header and output format are checked and the output folder probed before
-        anything is written.  Outputs that exist are skipped (a rerun finishes an interrupted
-        folder) unless ``overwrite``.  A run that fails keeps its finished outputs and removes the
-        folders it created that stayed empty.
-        """
-        from tqdm import tqdm
-
-        jobs = plan_outputs(inputs, out, suffix)
-        for src, dst in jobs:
-            self._output_spec(audio.info(src), dst, output_rate, mono)
-        top = Path(out).parent if jobs[0][1] == Path(out) else Path(out)
-        todo = [(s, d) for s, d in jobs if overwrite or not d.exists()]
-        start, seconds = time.perf_counter(), 0.0
-        with removed_on_failure([top, *(d.parent for _, d in todo)]):
-            probe_writable(top)
-            for src, dst in tqdm(todo, unit="file", desc="enhance", disable=None if progress else True):
-                seconds += self.enhance_file(src, dst, output_rate, mono, overwrite=overwrite)
-        return Summary(len(todo), len(jobs) - len(todo), seconds, time.perf_counter() - start)
 
 
 def mirror_frames(x: Tensor, left: int, right: int) -> Tensor:

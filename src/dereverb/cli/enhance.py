@@ -1,12 +1,17 @@
-"""``dereverb enhance INPUT... -o OUT``: dereverberate files and folders."""
+"""``dereverb enhance INPUT... -o OUT``: dereverberate files, folders and whole corpora."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 NAME = "enhance"
 HELP = "remove reverberation from audio files and folders (recursive; output mirrors the tree)"
+# Exit codes: 0 every file done; 2 an error (a bad input or option, or the first failed file
+# without --keep-going); 3 the run finished but some files failed (--keep-going); 130 interrupted.
+# Not 1, which is Python's code for a crash with a traceback.
+SOME_FAILED = 3
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,26 +41,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "N times the network's cost (default 2; 1 is the fastest)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the network with torch or onnxruntime")
+    g = p.add_argument_group("corpora", "many files, cores, machines and GPUs (README: Corpora)")
+    g.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="worker processes on this machine, torch's threads split between them (default 1)")
+    g.add_argument("--shard", default=None, metavar="K/N",
+                   help="enhance part K (0-based) of N of the sorted file list; default: from SLURM_ARRAY_TASK_ID, "
+                        "torchrun's RANK/WORLD_SIZE or a Kubernetes JOB_COMPLETION_INDEX with DEREVERB_SHARDS=N")
+    g.add_argument("--keep-going", action="store_true",
+                   help=f"record a file that fails in the manifest and go on; exit code {SOME_FAILED} if any failed")
+    g.add_argument("--manifest", default=None, metavar="PATH",
+                   help="the JSON-lines record of each file, which reruns read to skip done files "
+                        "(default: dereverb-manifest.jsonl in the output folder, one per shard)")
+    g.add_argument("--batch-size", type=int, default=0, metavar="N",
+                   help="files in flight per worker, their network segments run in one batch "
+                        "(default 8 on CUDA, 1 on the CPU)")
+    g.add_argument("--autocast", action="store_true",
+                   help="the network in reduced precision (bf16/fp16 on CUDA, bf16 on the CPU; the STFT stays "
+                        "float32); changes outputs by more than rounding")
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
-
-    from tqdm import tqdm
-
+    from ..corpus import CorpusConfig, Shard, enhance_corpus, shard_from_env
+    from ..enhance import DEFAULT_SHIFTS
+    from ..workers import Engine
     from ..wpe import WpeConfig
-    from ..enhance import DEFAULT_SHIFTS, Dereverberator
 
-    d = Dereverberator.from_pretrained(args.model, device=args.device, phase=args.phase,
-                                       strength=args.strength, backend=args.backend,
-                                       wpe=WpeConfig() if args.wpe else None,
-                                       shifts=DEFAULT_SHIFTS if args.shifts is None else args.shifts)
-    with warnings.catch_warnings():
-        warnings.showwarning = lambda message, *a, **k: tqdm.write(f"dereverb: warning: {message}", file=sys.stderr)
-        summary = d.enhance_paths(args.inputs, args.output, suffix=args.suffix, overwrite=args.overwrite,
-                                  output_rate=args.output_rate, mono=args.mono)
-    if summary.skipped:
-        print(f"skipped {summary.skipped} existing output(s); --overwrite redoes them")
-    print(f"{summary.files} files, {summary.audio_seconds:.1f} s of audio, "
-          f"real-time factor {summary.real_time_factor:.3f}")
-    return 0
+    shard = Shard.parse(args.shard) if args.shard else shard_from_env(os.environ)
+    if shard is not None and shard.source != "--shard":
+        print(f"dereverb: shard {shard} (from {shard.source})", file=sys.stderr)
+    engine = Engine(args.model, device=args.device, phase=args.phase, strength=args.strength, backend=args.backend,
+                    wpe=WpeConfig() if args.wpe else None,
+                    shifts=DEFAULT_SHIFTS if args.shifts is None else args.shifts, autocast=args.autocast,
+                    gpu=int(os.environ.get("LOCAL_RANK", 0)) * args.jobs)
+    cfg = CorpusConfig(suffix=args.suffix, overwrite=args.overwrite, output_rate=args.output_rate, mono=args.mono,
+                       jobs=args.jobs, batch_size=args.batch_size, shard=shard, keep_going=args.keep_going,
+                       manifest=args.manifest)
+    s = enhance_corpus(engine, args.inputs, args.output, cfg)
+    if s.skipped:
+        print(f"skipped {s.skipped} existing output(s); --overwrite redoes them")
+    print(f"{s.files} files, {s.audio_seconds / 3600:.3f} h of audio ({s.audio_seconds:.1f} s), {s.failed} failed, "
+          f"real-time factor {s.real_time_factor:.3f}")
+    if s.failed:
+        print(f"dereverb: {s.failed} file(s) failed; the manifest has their errors: {s.manifest}", file=sys.stderr)
+    return SOME_FAILED if s.failed else 0
