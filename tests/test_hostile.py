@@ -45,7 +45,9 @@ def skipped(err: str) -> list[str]:
 
 
 def outputs(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    """The files under ``root`` but enhance's manifest (its record of the run: tests/test_corpus.py)."""
+    files = root.rglob("*") if root.exists() else []
+    return sorted(str(p.relative_to(root)) for p in files if p.is_file() and not p.name.startswith("dereverb-manifest"))
 
 
 # --- enhance: files --------------------------------------------------------------------------------
