@@ -9,7 +9,8 @@ import torch
 
 from dereverb.config import FeatureConfig, StftConfig
 from dereverb.errors import DereverbError
-from dereverb.model import DereverbModel, ModelConfig, PatchDiscriminator, UNet, count_parameters, model_config
+from dereverb.model import (CausalUNet, DereverbModel, ModelConfig, PatchDiscriminator, StreamingUNet, UNet,
+                            count_parameters, model_config)
 
 
 @pytest.mark.slow
@@ -146,3 +147,100 @@ def test_small_model_overfits_one_batch(speech, rir_16k, one_thread):
         if losses[-1] < losses[0] / 10:
             break
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+# --- the causal (real-time) network ---------------------------------------------------------------
+
+
+def _causal_net(seed: int = 0, **overrides) -> CausalUNet:
+    """A random causal U-Net in eval mode with non-trivial batch-norm statistics."""
+    torch.manual_seed(seed)
+    cfg = model_config("tiny", causal=True, **{"lookahead": 1, **overrides})
+    net = CausalUNet(cfg).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return net
+
+
+@pytest.mark.parametrize("lookahead", [0, 1, 2])
+def test_causal_unet_sees_its_context_and_lookahead_only(lookahead):
+    """Output frame t depends on input frames t - context_frames .. t + lookahead, no others."""
+    net = _causal_net(lookahead=lookahead, norm="none")
+    cfg = net.cfg
+    x = torch.randn(1, 1, 64, 160, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = net(x)
+        for k in (0, 100):
+            x2 = x.clone()
+            x2[..., k] += 1.0
+            changed = torch.nonzero((net(x2) - y).abs().amax(dim=(0, 1, 2)) > 0).flatten()
+            assert int(changed[0]) == max(0, k - lookahead)
+            assert int(changed[-1]) == min(159, k + cfg.context_frames)
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(lookahead=0), dict(lookahead=1), dict(lookahead=2, norm="none"), dict(time_kernel=2, kernel_size=5),
+    dict(output="complex", time_kernel=4, lookahead=2), dict(depth=1), dict(depth=2, dropout=0.5),
+])
+def test_streaming_unet_frame_by_frame_equals_the_whole_signal(overrides):
+    """The streaming form on one frame at a time (then ``lookahead`` zero frames) gives the
+    network's whole-signal output: batch norms folded, odd bin counts, two rows, any depth."""
+    net = _causal_net(**overrides)
+    n_freq, lookahead = 250, net.cfg.lookahead
+    x = torch.randn(2, net.cfg.in_channels, n_freq, 70, generator=torch.Generator().manual_seed(2))
+    step = StreamingUNet(net, n_freq)
+    state, outs = step.initial_state(2), []
+    with torch.no_grad():
+        ref = net(x)
+        for t, frame in enumerate([*x.split(1, dim=-1), *[torch.zeros_like(x[..., :1])] * lookahead]):
+            if t < lookahead:
+                state = step.prime(frame, state)
+                continue
+            y, *state = step(frame, *state)
+            outs.append(y)
+    got = torch.cat(outs, dim=-1)
+    assert got.shape == ref.shape
+    assert float((got - ref).norm() / ref.norm()) < 1e-5
+    assert [tuple(s.shape) for s in state] == step.state_shapes(2)
+
+
+def test_causal_model_refuses_what_needs_the_whole_signal():
+    with pytest.raises(DereverbError, match="instance"):
+        model_config("realtime", norm="instance")
+    with pytest.raises(DereverbError, match="model.lookahead is for causal"):
+        ModelConfig(lookahead=1)
+    with pytest.raises(DereverbError, match="model.lookahead must be in 0..2"):
+        model_config("realtime", lookahead=3)
+    with pytest.raises(DereverbError, match="frontend wpe runs over the whole signal"):
+        DereverbModel(StftConfig(), FeatureConfig(frontend="wpe"), model_config("realtime"))
+
+
+def test_realtime_configuration_fits_the_latency_budget():
+    """Window + lookahead at most 40 ms at 16 kHz with the default STFT, and a past context the
+    offline chunking's margin covers (so chunked files equal one pass)."""
+    from dereverb.chunking import ChunkConfig
+
+    cfg, stft = model_config("realtime"), StftConfig()
+    latency = stft.n_fft + cfg.lookahead * stft.hop_length - 1
+    assert cfg.causal and latency / stft.sample_rate <= 0.040
+    assert cfg.frame_multiple == 1 and cfg.context_frames <= ChunkConfig().margin_frames
+    assert ModelConfig().frame_multiple == ModelConfig().multiple == 64 and ModelConfig().context_frames == 0
+
+
+def test_causal_model_trains_end_to_end():
+    """Gradients reach every layer of the causal network through the model's features and loss."""
+    torch.manual_seed(0)
+    model = DereverbModel(StftConfig(), FeatureConfig(compression="power"),
+                          model_config("tiny", output="mask", causal=True, lookahead=1, dropout=0.5)).train()
+    spec = model.stft(torch.randn(2, 6000, generator=torch.Generator().manual_seed(0)))
+    model.fit_normalizer(spec)
+    out = model.output_features(model.net(model.encode(spec)), spec)
+    assert out.shape == (2, 1, 256, spec.shape[-1])
+    out.square().mean().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

@@ -5,6 +5,11 @@ between the STFT features and the enhanced spectrogram so a checkpoint alone run
 Shapes: complex spectrograms ``(B, F_full, T)`` with ``F_full = n_fft//2+1``; network features
 ``(B, C, F, T)`` with ``F = StftConfig.n_freq`` (the top bin trimmed, as in the paper).
 
+Two networks: :class:`UNet` (the paper's, strided along F and T: it sees seconds ahead) and
+:class:`CausalUNet` (``model.causal``: strided along F only, causal dilated convolutions along T,
+at most ``model.lookahead`` frames ahead), which :class:`StreamingUNet` runs one frame at a time
+for real-time use (:mod:`dereverb.streaming`).
+
 Three output kinds (``ModelConfig.output``):
 - ``"mapping"``: normalised compressed magnitude in, the same of the clean speech out (the paper's);
 - ``"mask"``: normalised compressed magnitude in, a magnitude mask in [0, 1] (a sigmoid) out;
@@ -30,6 +35,7 @@ from .errors import DereverbError
 
 OUTPUTS = ("mapping", "mask", "complex")
 NORMS = ("batch", "instance", "none")
+MAX_LOOKAHEAD = 2  # frames a causal model may look ahead (the real-time latency budget)
 # Decoder levels with dropout (the innermost ones), when ``dropout`` > 0: pix2pix's three.
 DROPOUT_LEVELS = 3
 
@@ -43,6 +49,11 @@ class ModelConfig:
     to the innermost :data:`DROPOUT_LEVELS` decoder levels (pix2pix uses 0.5 in three: the
     ``paper`` configuration).  The output is linear for ``mapping`` and ``complex``, a sigmoid
     mask for ``mask``.
+
+    ``causal``: the real-time network (:class:`CausalUNet`): levels halve F only, and each
+    convolution spans ``time_kernel`` frames along T, ``2**i`` frames apart at level ``i`` (the
+    decoder mirrors it), all in the past except ``lookahead`` frames ahead in the first layer.
+    Nothing in it needs the whole signal, so instance norm (statistics over the signal) is refused.
     """
 
     # Keys of older versions, with the defaults that model files written then hold (config.from_dict).
@@ -56,6 +67,9 @@ class ModelConfig:
     kernel_size: int = 5
     norm: str = "batch"
     dropout: float = 0.0
+    causal: bool = False
+    lookahead: int = 0
+    time_kernel: int = 3
 
     def __post_init__(self) -> None:
         checks = [
@@ -66,6 +80,13 @@ class ModelConfig:
             (self.base_channels >= 1 and self.max_channels >= self.base_channels,
              "model.base_channels must be >= 1 and <= model.max_channels"),
             (0.0 <= self.dropout < 1.0, "model.dropout must be in [0, 1)"),
+            (self.causal or self.lookahead == 0, "model.lookahead is for causal models (model.causal: true)"),
+            (0 <= self.lookahead <= MAX_LOOKAHEAD, f"model.lookahead must be in 0..{MAX_LOOKAHEAD} frames"),
+            (2 <= self.time_kernel <= 5, "model.time_kernel must be in 2..5"),
+            (self.lookahead < self.time_kernel, "model.lookahead must be less than model.time_kernel"),
+            (not (self.causal and self.norm == "instance"),
+             "model.norm instance normalises over the whole signal, which a causal model (model.causal) cannot "
+             "see; use batch or none"),
         ]
         require(checks)
 
@@ -80,8 +101,21 @@ class ModelConfig:
 
     @property
     def multiple(self) -> int:
-        """F and T are padded to a multiple of this (``2 ** depth``)."""
+        """F (and T, unless causal) is padded to a multiple of this (``2 ** depth``)."""
         return 2**self.depth
+
+    @property
+    def frame_multiple(self) -> int:
+        """The network's grid along T in frames: ``2 ** depth``, or 1 for a causal network (no
+        stride along T, so its output does not depend on where a signal starts on a grid)."""
+        return 1 if self.causal else self.multiple
+
+    @property
+    def context_frames(self) -> int:
+        """Past frames a causal network's output frame depends on (0 for the non-causal one)."""
+        if not self.causal:
+            return 0
+        return 2 * (self.time_kernel - 1) * (2**self.depth - 1) - self.lookahead
 
 
 _NAMED = {
@@ -93,11 +127,17 @@ _NAMED = {
     "small": dict(depth=6, base_channels=16, max_channels=128, kernel_size=5, norm="batch"),
     # Ernst et al. 2018 / pix2pix: 8 levels, 64 -> 512 channels, 256x256 patches.
     "paper": dict(depth=8, base_channels=64, max_channels=512, kernel_size=5, norm="batch", dropout=0.5),
+    # Real-time (issue #28): causal, 1 frame (8 ms) ahead; with the 512/128 STFT at 16 kHz the
+    # algorithmic latency is 512 + 128 - 1 samples (40 ms).  Sized so that one frame's step stays
+    # well under the hop on one CPU thread (benchmarks/streaming.py).
+    "realtime": dict(depth=6, base_channels=16, max_channels=64, kernel_size=5, norm="batch", causal=True,
+                     lookahead=1, time_kernel=3),
 }
 
 
 def model_config(name: str, **overrides) -> ModelConfig:
-    """A named configuration (``"tiny"``, ``"small"``, ``"paper"``) with optional field overrides."""
+    """A named configuration (``"tiny"``, ``"small"``, ``"paper"``, ``"realtime"``) with optional
+    field overrides."""
     if name not in _NAMED:
         raise DereverbError(f"unknown model configuration {name!r}; choose from {', '.join(_NAMED)}")
     return from_dict(ModelConfig, {**_NAMED[name], **overrides}, where="model.")
@@ -163,6 +203,214 @@ class UNet(nn.Module):
         return x[..., :n_f, :n_t]
 
 
+class CausalConv2d(nn.Conv2d):
+    """``(B, C, F, T)`` -> ``(B, C', ceil(F/2), T)``: stride 2 along F only; along T a kernel of
+    ``kt`` frames ``dilation`` apart, over the ``context = (kt - 1) * dilation`` frames before
+    and ``lookahead`` of them moved after (zeros beyond either end of the signal)."""
+
+    def __init__(self, c_in: int, c_out: int, kf: int, kt: int, dilation: int = 1, lookahead: int = 0,
+                 bias: bool = True):
+        super().__init__(c_in, c_out, (kf, kt), stride=(2, 1), padding=(kf // 2, 0), dilation=(1, dilation),
+                         bias=bias)
+        self.context, self.lookahead = (kt - 1) * dilation, lookahead
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (self.context - self.lookahead, self.lookahead)))
+
+
+class CausalConvTranspose2d(nn.ConvTranspose2d):
+    """``(B, C, F, T)`` -> ``(B, C', 2F, T)``: the decoder's mirror of :class:`CausalConv2d`,
+    upsampling F by 2; output frame ``t`` sums the inputs at ``t, t - dilation, ...`` (the
+    transposed convolution's first ``T`` frames)."""
+
+    def __init__(self, c_in: int, c_out: int, kf: int, kt: int, dilation: int = 1, bias: bool = True):
+        super().__init__(c_in, c_out, (kf, kt), stride=(2, 1), padding=(kf // 2, 0), output_padding=(1, 0),
+                         dilation=(1, dilation), bias=bias)
+        self.context = (kt - 1) * dilation
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x)[..., : x.shape[-1]]
+
+
+class CausalUNet(nn.Module):
+    """The real-time U-Net (``model.causal``): ``(B, C_in, F, T)`` -> ``(B, C_out, F, T)`` where
+    output frame ``t`` depends on input frames ``t - cfg.context_frames .. t + cfg.lookahead``.
+
+    The levels of :class:`UNet` (channels, skips, norms, dropout) with F strided and T not: level
+    ``i`` convolves ``time_kernel`` frames ``2**i`` apart (a dilated causal convolution, as in
+    temporal convolutional networks), the decoder level that mirrors it the same.  F is zero padded
+    to a multiple of ``2 ** depth``; T is never padded, so any frame count works and the output does
+    not depend on where a signal starts.  :class:`StreamingUNet` runs the same weights one frame at a time.
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.channels_last = False
+        kf, kt = cfg.kernel_size, cfg.time_kernel
+        chans = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
+        self.down = nn.ModuleList()
+        c_prev = cfg.in_channels
+        for i, c in enumerate(chans):
+            norm = "none" if i in (0, cfg.depth - 1) else cfg.norm
+            self.down.append(nn.Sequential(
+                CausalConv2d(c_prev, c, kf, kt, 2**i, cfg.lookahead if i == 0 else 0, bias=norm != "batch"),
+                _norm(norm, c), nn.LeakyReLU(0.2)))
+            c_prev = c
+        self.up = nn.ModuleList()
+        for j in reversed(range(1, cfg.depth)):  # decoder level producing chans[j-1]
+            c_in = chans[j] if j == cfg.depth - 1 else 2 * chans[j]
+            drop = cfg.dropout if (cfg.depth - 1 - j) < DROPOUT_LEVELS else 0.0
+            self.up.append(nn.Sequential(
+                CausalConvTranspose2d(c_in, chans[j - 1], kf, kt, 2**j, bias=cfg.norm != "batch"),
+                _norm(cfg.norm, chans[j - 1]), nn.Dropout(drop), nn.ReLU()))
+        c_last = chans[0] if cfg.depth == 1 else 2 * chans[0]
+        self.head = CausalConvTranspose2d(c_last, cfg.out_channels, kf, kt, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        n_f = x.shape[-2]
+        x = F.pad(x, (0, 0, 0, -n_f % self.cfg.multiple))  # (B, C, F', T), F' a multiple of 2**depth
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        skips = []
+        for layer in self.down:
+            x = layer(x)
+            skips.append(x)
+        skips.pop()  # the innermost output is x itself
+        for layer in self.up:
+            x = layer(x)
+            x = torch.cat([x, skips.pop()], dim=1)  # (B, 2C, F_l, T)
+        return self.head(x)[..., :n_f, :]
+
+
+class StreamingUNet(nn.Module):
+    """A :class:`CausalUNet` one frame at a time, its time context held as explicit state.
+
+    ``forward(frame (B, C_in, n_freq, 1), *state) -> (out (B, C_out, n_freq, 1), *next_state)``:
+    ``state`` holds, for each convolution (encoder, decoder, head), the ``context`` input frames
+    before the newest, flattened ``(B, context * F_l * C_l)`` (bins major, channels minor), zeros at
+    the start (:meth:`initial_state`).  With a lookahead of ``L`` frames ``out`` is the output
+    frame ``L`` before ``frame``, and a signal's first ``L`` frames only enter the first layer's
+    state (:meth:`prime`).  Fed a signal's frames, then ``L`` zero frames, it gives the network's
+    output on the whole signal (to float rounding).
+
+    Each layer on one frame is one gather (its taps ``2**i`` frames apart, the bins each output bin
+    reads, zeros beyond the edges) and one matrix product (batch norms folded in; transposed
+    convolutions in their polyphase form, even and odd output bins as two plain convolutions): on
+    one frame that is several times faster on a CPU than convolution kernels tuned for images,
+    and it exports to ONNX as plain Gather/MatMul (:mod:`dereverb.export`).  A copy: later changes
+    to the network's weights do not reach it.
+    """
+
+    def __init__(self, net: CausalUNet, n_freq: int):
+        super().__init__()
+        cfg = net.cfg
+        self.depth, self.n_freq, self.multiple = cfg.depth, n_freq, cfg.multiple
+        self.contexts: list[int] = []
+        self.sizes: list[int] = []  # values per frame of each layer's input
+        self.register_buffer("zero", torch.zeros(1, 1), persistent=False)
+        f_in, f_pad = n_freq, n_freq + (-n_freq % cfg.multiple)
+        layers = [(seq[0], seq[1]) for seq in net.down] + [(seq[0], seq[1]) for seq in net.up] + [(net.head, None)]
+        for i, (conv, norm) in enumerate(layers):
+            transposed = isinstance(conv, CausalConvTranspose2d)
+            f_out = 2 * f_in if transposed else f_pad // 2
+            index, weight, bias = _frame_layer(conv, norm, f_in, f_out)
+            self.register_buffer(f"index_{i}", index, persistent=False)
+            self.register_buffer(f"weight_{i}", weight, persistent=False)
+            self.register_buffer(f"bias_{i}", bias, persistent=False)
+            self.contexts.append(conv.context)
+            self.sizes.append(f_in * conv.in_channels)
+            f_in, f_pad = f_out, f_out
+
+    def state_shapes(self, batch: int = 1) -> list[tuple[int, int]]:
+        """The state tensors' shapes: encoder, decoder, head."""
+        return [(batch, n * size) for n, size in zip(self.contexts, self.sizes)]
+
+    def initial_state(self, batch: int = 1) -> list[Tensor]:
+        """Zeros: the frames before a signal starts (what the whole-signal network pads with)."""
+        return [self.zero.new_zeros(shape) for shape in self.state_shapes(batch)]
+
+    def prime(self, frame: Tensor, state: list[Tensor]) -> list[Tensor]:
+        """One of a signal's first ``lookahead`` frames ``(B, C_in, n_freq, 1)`` into the first layer's state."""
+        x = frame[..., 0].transpose(1, 2).reshape(frame.shape[0], -1)  # (B, n_freq * C_in)
+        return [torch.cat([state[0], x], dim=1)[:, self.sizes[0]:], *state[1:]]
+
+    def _layer(self, i: int, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
+        """Layer ``i`` on the newest frame ``x (B, F_l, C_l)`` -> ``(B, F', C')`` (decoder levels:
+        ``(B, F_l, 2 C')``, parity before channel) and its next state."""
+        b = x.shape[0]
+        window = torch.cat([state, x.reshape(b, -1), self.zero.expand(b, 1)], dim=1)  # last value: the zero
+        index: Tensor = getattr(self, f"index_{i}")  # (F', K)
+        cols = window.index_select(1, index.flatten()).view(b, *index.shape)  # (B, F', K)
+        y = F.linear(cols, getattr(self, f"weight_{i}"), getattr(self, f"bias_{i}"))
+        return y, window[:, self.sizes[i] : -1]
+
+    def forward(self, frame: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        b, depth = frame.shape[0], self.depth
+        x = frame[..., 0].transpose(1, 2)  # (B, n_freq, C_in): bins major
+        nxt, skips = [], []
+        for i in range(depth):
+            x, s = self._layer(i, x, state[i])
+            x = F.leaky_relu(x, 0.2)
+            nxt.append(s)
+            skips.append(x)
+        skips.pop()  # the innermost output is x itself
+        for i in range(depth, 2 * depth - 1):
+            y, s = self._layer(i, x, state[i])
+            y = F.relu(y.reshape(b, 2 * y.shape[1], -1))  # (B, 2F, C'): bin 2q + r
+            x = torch.cat([y, skips.pop()], dim=2)  # (B, 2F, 2C')
+            nxt.append(s)
+        y, s = self._layer(2 * depth - 1, x, state[-1])
+        y = y.reshape(b, 2 * y.shape[1], -1)[:, : self.n_freq]  # (B, n_freq, C_out)
+        return (y.transpose(1, 2).unsqueeze(-1), *nxt, s)
+
+
+def _frame_layer(conv: nn.Module, norm: nn.Module | None, f_in: int, f_out: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(index (F', K), weight (C' or 2 C', K), bias)`` of one causal (transposed) convolution on one
+    frame: ``window[index]`` are the inputs each output bin reads, ``window`` being the layer's
+    frames, oldest first, each ``f_in`` bins x C channels, then one zero (for taps beyond the bins).
+
+    Columns ``K`` run over (tap, bin offset, channel).  A strided convolution's output bin ``q``
+    reads bins ``2q - pad + u`` with kernel tap ``u``; a transposed one's bin ``2q + r`` is read
+    from input bin ``q + m`` with kernel tap ``r + pad - 2m`` (when in range), so one window of
+    offsets ``m`` serves both parities ``r`` and its rows are (parity, channel).  An eval batch
+    norm after the convolution is folded into the weight and bias.
+    """
+    with torch.no_grad():
+        w = conv.weight.detach().float()
+        bias = conv.bias.detach().float() if conv.bias is not None else w.new_zeros(conv.out_channels)
+        scale = torch.ones_like(bias)
+        if isinstance(norm, nn.BatchNorm2d):
+            scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+            bias = (bias - norm.running_mean) * scale + norm.bias
+        kf, kt = conv.kernel_size
+        pad, c_in, d = conv.padding[0], conv.in_channels, conv.dilation[1]
+        window = (conv.context + 1) * f_in * c_in
+        taps = torch.arange(kt) * d  # frames in the window, oldest first
+        transposed = isinstance(conv, CausalConvTranspose2d)
+        if transposed:
+            lo, hi = -((kf - 1 - pad) // 2), (pad + 1) // 2 + 1
+            offsets = torch.arange(lo, hi)  # input bins q + m that some output bin 2q + r reads
+            starts = torch.arange(f_in)
+            # (C_in, C_out, kf, kt) -> (parity, C_out, tap, offset, C_in); taps oldest first: time index flipped
+            k = torch.arange(2)[:, None] + pad - 2 * offsets[None, :]  # (2, n): kernel tap along F
+            valid = (k >= 0) & (k < kf)
+            wt = w.flip(-1)[:, :, k.clamp(0, kf - 1), :]  # (C_in, C_out, 2, n, kt)
+            wt = wt * valid[None, None, :, :, None]
+            matrix = (wt * scale[None, :, None, None, None]).permute(2, 1, 4, 3, 0).reshape(2 * conv.out_channels, -1)
+            bias = torch.cat([bias, bias])
+        else:
+            offsets = torch.arange(kf) - pad
+            starts = 2 * torch.arange(f_out)
+            matrix = (w * scale[:, None, None, None]).permute(0, 3, 2, 1).reshape(conv.out_channels, -1)
+        bins = starts[:, None] + offsets[None, :]  # (F', n)
+        index = (taps[:, None, None] * f_in + bins[None]) * c_in  # (kt, F', n) first channel
+        index = index.permute(1, 0, 2)[..., None] + torch.arange(c_in)  # (F', kt, n, C_in)
+        inside = ((bins >= 0) & (bins < f_in))[:, None, :, None].expand_as(index)
+        index = torch.where(inside, index, torch.full_like(index, window))  # outside: the zero
+    return index.reshape(index.shape[0], -1).contiguous(), matrix.contiguous(), bias.contiguous()
+
+
 class PatchDiscriminator(nn.Module):
     """PatchGAN of pix2pix (Isola et al., CVPR 2017), conditioned on the reverberant input.
 
@@ -199,7 +447,10 @@ class DereverbModel(nn.Module):
         self.stft_config, self.feature_config, self.model_config = stft, features, model
         self.stft = spectral.Stft(stft)
         self.normalizer = spectral.Normalizer(stft.n_freq, features.normalization)
-        self.net = UNet(model)
+        if model.causal and features.frontend != "none":
+            raise DereverbError(f"features.frontend {features.frontend} runs over the whole signal, which a causal "
+                                "model (model.causal) cannot see; use frontend none")
+        self.net = CausalUNet(model) if model.causal else UNet(model)
 
     @property
     def phase_modes(self) -> tuple[str, ...]:
