@@ -118,14 +118,17 @@ class Dereverberator:
                                 "--phase model needs a model with model.output complex")
         if not 0.0 <= float(strength) <= 1.0:
             raise DereverbError(f"--strength {strength}: must be between 0 and 1")
-        grid = model.model_config.multiple
-        if not 1 <= int(shifts) <= grid:
+        grid = model.model_config.frame_multiple  # 1 for a causal model: no grid, one pass
+        if int(shifts) < 1 or (grid > 1 and int(shifts) > grid):
             raise DereverbError(f"--shifts {shifts}: must be between 1 and {grid} (this model's frame grid)")
         if onnx_net is not None and str(device) not in ("auto", "cpu"):
             raise DereverbError(f"--device {device}: the onnx backend runs on the CPU; use --device cpu or auto")
         if onnx_net is not None and autocast:
             raise DereverbError("--autocast: the onnx backend runs in float32; use --backend torch")
         if wpe is not None:
+            if model.model_config.causal:
+                raise DereverbError("--wpe: WPE runs over the whole signal, which a causal model does without; "
+                                    "leave --wpe out")
             if model.feature_config.frontend == "wpe":
                 raise DereverbError("--wpe: this model runs WPE itself (its frontend); leave --wpe out")
             model = copy.copy(model)  # the same weights, WPE as its frontend
@@ -136,7 +139,7 @@ class Dereverberator:
         self.net = onnx_net if onnx_net is not None else inference_net(model.net, self.device)
         self.phase, self.strength, self.chunk = phase or modes[0], float(strength), chunk
         self.backend = "torch" if onnx_net is None else "onnx"
-        self.shifts = int(shifts)
+        self.shifts = min(int(shifts), grid)
         self.offsets = [i * grid // self.shifts for i in range(self.shifts)]  # frames
         self.autocast = (autocast_dtype(self.device) or torch.bfloat16) if autocast else None  # dtype
         self.network: Callable[[Tensor], Tensor] = self.run_network
@@ -186,12 +189,12 @@ class Dereverberator:
         """
         feats = self.model.encode(spec)  # (B, C, n_freq, T)
         n_f, n_t = feats.shape[-2:]
-        m = self.model.model_config.multiple
+        m, grid = self.model.model_config.multiple, self.model.model_config.frame_multiple
         # bins: zero-padded to the grid, as UNet.forward pads; frames: mirrored, per pass below
         feats = torch.nn.functional.pad(feats, (0, 0, 0, -n_f % m))
         est = torch.zeros_like(spec)
         for s in self.offsets:
-            out = self.network(mirror_frames(feats, s, -(n_t + s) % m))
+            out = self.network(mirror_frames(feats, s, -(n_t + s) % grid))
             est += self.model.decode(out[..., :n_f, s : s + n_t], spec)
         est /= len(self.offsets)
         ceiling = MAX_GAIN * spec.abs()
@@ -228,7 +231,7 @@ class Dereverberator:
         return y
 
     def _overlap_add(self) -> OverlapAdd:
-        geometry = self.chunk.geometry(self.model.stft_config.hop_length, self.model.model_config.multiple)
+        geometry = self.chunk.geometry(self.model.stft_config.hop_length, self.model.model_config.frame_multiple)
         return OverlapAdd(self._rows, *(geometry or ()))
 
     # --- streams and arrays ----------------------------------------------------------------------
