@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import queue
 import signal
@@ -301,14 +302,15 @@ def test_batched_network_calls_equal_unbatched(tmp_path, speech, model_file):
 
 
 class DyingEngine(Engine):
-    """Kills its own worker process (SIGKILL, as the out-of-memory killer does) on files named kill*."""
+    """In a spawned worker, kills its own process (SIGKILL, as the out-of-memory killer does) on
+    files named kill*."""
 
     def build(self, worker=0, device=None):
         d = super().build(worker, device)
         real = d.enhance_file
 
         def enhance_file(src, dst, **kw):
-            if Path(src).name.startswith("kill"):
+            if Path(src).name.startswith("kill") and multiprocessing.parent_process() is not None:
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(src, dst, **kw)
 
@@ -317,15 +319,17 @@ class DyingEngine(Engine):
 
 
 @pytest.mark.slow
-def test_a_worker_that_dies_fails_its_file_and_is_replaced(corpus, tmp_path, model_file):
-    (corpus / "kill.wav").write_bytes((corpus / "f00.wav").read_bytes())
+def test_a_worker_that_dies_fails_its_file_and_is_replaced(corpus, tmp_path, speech, model_file):
+    """kill.wav, the longest file, goes first to a spawned worker (this process, worker 0, takes ties last)."""
+    sf.write(corpus / "kill.wav", speech[0][:32000], 16000, subtype="FLOAT")
     engine = DyingEngine(str(model_file), device="cpu")
     with pytest.warns(UserWarning, match="failed: .*kill.wav"):
-        s = enhance_corpus(engine, [corpus], tmp_path / "out", CorpusConfig(jobs=2, keep_going=True, progress=False))
+        s = enhance_corpus(engine, [corpus], tmp_path / "out", CorpusConfig(jobs=3, keep_going=True, progress=False))
     assert s.files == 7 and s.failures == ((str(corpus / "kill.wav"), s.failures[0][1]),)
     assert "worker process enhancing it died (killed by signal 9" in s.failures[0][1]
     with pytest.raises(DereverbError, match="kill.wav: the worker process"):
         enhance_corpus(engine, [corpus], tmp_path / "out2", CorpusConfig(jobs=2, progress=False))
+    assert len(samples(tmp_path / "out2")) >= 1  # the files in flight finished before it stopped
 
 
 # --- progress --------------------------------------------------------------------------------------

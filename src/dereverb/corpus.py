@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from . import audio
 from .config import to_dict
 from .enhance import Dereverberator, resolve_device, resolve_model
@@ -303,11 +305,11 @@ def enhance_corpus(engine: Engine, inputs: Sequence[str | Path], out: str | Path
     options is an error, not silently kept.  A run that stops keeps its finished outputs and
     removes the folders it created that stayed empty.
     """
-    start = time.perf_counter()
+    start, threads = time.perf_counter(), torch.get_num_threads()
     device = resolve_device(engine.device)  # a missing CUDA is an error before any work
     batch = cfg.batch_size or (CUDA_BATCH if device.type == "cuda" else 1)
     serial = cfg.jobs == 1 and batch == 1
-    d = engine.build() if serial else engine.build(device="cpu")  # not serial: only checks the options
+    d = engine.build()  # checks the options; worker 0
     plan = plan_outputs(inputs, out, cfg.suffix)
     top = Path(out).parent if plan[0][1] == Path(out) else Path(out)
     plan.sort(key=lambda job: str(job[1]))
@@ -320,8 +322,6 @@ def enhance_corpus(engine: Engine, inputs: Sequence[str | Path], out: str | Path
     todo, skipped = _to_do(plan, manifest, stamp, cfg.overwrite)
     tasks, bad = _read_headers(d, todo, cfg)
     tasks.sort(key=lambda t: (-t.duration, str(t.dst)))  # longest first
-    if not serial:
-        del d
     run = _Run(cfg, manifest, stamp, Progress(len(todo), sum(t.duration for t in tasks), enabled=cfg.progress))
     notes = FileWarnings()
     with removed_on_failure([top, manifest.path.parent, *(t.dst.parent for t in tasks)]), notes.installed():
@@ -333,7 +333,7 @@ def enhance_corpus(engine: Engine, inputs: Sequence[str | Path], out: str | Path
                 jobs = min(cfg.jobs, len(tasks))
                 file_args = {"output_rate": cfg.output_rate, "mono": cfg.mono, "overwrite": cfg.overwrite}
                 pool = (Serial(d, file_args, notes, catch=cfg.keep_going) if serial else
-                        Workers(engine, file_args, jobs, batch, threads=max(1, cpu_count() // jobs)))
+                        Workers(engine, file_args, jobs, batch, max(1, cpu_count() // jobs), local=d, notes=notes))
                 try:
                     run.drive(pool, tasks, jobs * batch)
                 except BaseException:
@@ -343,6 +343,7 @@ def enhance_corpus(engine: Engine, inputs: Sequence[str | Path], out: str | Path
         finally:
             manifest.close()
             run.progress.close()
+            torch.set_num_threads(threads)  # worker 0 set its own share
         run.raise_stop()
     return Summary(run.done, skipped, run.audio_seconds, time.perf_counter() - start,
                    manifest.path if manifest.path.exists() else None, tuple(run.failures))

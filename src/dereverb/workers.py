@@ -289,20 +289,36 @@ def _worker_main(engine: Engine, file_args: dict[str, Any], worker: int, threads
 
 
 class Workers:
-    """``jobs`` worker processes (spawned), each with ``batch_size`` files in flight and
-    ``threads`` torch threads; a worker that dies fails its files in flight and is replaced."""
+    """``jobs`` workers, each with ``batch_size`` files in flight and ``threads`` torch threads:
+    the calling process's own ``local`` model in a thread when given (it starts at once and saves a
+    model in memory), and spawned processes for the rest.  A process that dies fails its files in
+    flight and is replaced."""
 
-    def __init__(self, engine: Engine, file_args: dict[str, Any], jobs: int, batch_size: int, threads: int):
+    def __init__(self, engine: Engine, file_args: dict[str, Any], jobs: int, batch_size: int, threads: int,
+                 local: Dereverberator | None = None, notes: FileWarnings | None = None):
         self.ctx = multiprocessing.get_context("spawn")
         self.engine, self.file_args, self.batch, self.threads = engine, file_args, batch_size, threads
-        self.results = self.ctx.Queue()
+        self.results = self.ctx.SimpleQueue()  # put() writes through: a record sent is not lost if its sender is killed
         self.procs: dict[int, Any] = {}
         self.inbox: dict[int, Any] = {}
         self.busy: dict[int, dict[str, Task]] = {}
         self.ready: set[int] = set()
         self.queued: list[dict] = []  # records to hand out before reading more: a dead worker's
-        for w in range(jobs):
+        self.local = None
+        for w in range(local is not None, jobs):
             self._start(w)
+        if local is not None:  # worker 0, after the spawned ones: ties in put() go to them
+            self.inbox[0], self.busy[0] = queue.Queue(), {}
+            self.local = threading.Thread(target=self._serve_here, args=(local, notes or FileWarnings()), daemon=True)
+            self.local.start()
+
+    def _serve_here(self, d: Dereverberator, notes: FileWarnings) -> None:
+        torch.set_num_threads(self.threads)
+        try:
+            serve(d, self.file_args, self.batch, notes, self.inbox[0].get,
+                  lambda rec: self.results.put(("done", 0, rec)))
+        except BaseException as e:  # not a file's error (those are records): the run cannot go on
+            self.results.put(("failed", 0, "".join(traceback.format_exception(e))))
 
     def _start(self, w: int) -> None:
         self.inbox[w], self.busy[w] = self.ctx.Queue(), {}
@@ -316,13 +332,17 @@ class Workers:
         self.inbox[w].put(task)
 
     def get(self) -> dict:
+        """The next file's record (in the order they finish)."""
+        idle = 0.0
         while not self.queued:
-            try:
-                message = self.results.get(timeout=0.5)
-            except queue.Empty:
-                self._check()
+            if self.results.empty():
+                time.sleep(0.01)
+                idle += 0.01
+                if idle >= 0.5:
+                    self._check()
+                    idle = 0.0
                 continue
-            rec = self._handle(message)
+            rec = self._handle(self.results.get())
             if rec is not None:
                 return rec
         return self.queued.pop(0)
@@ -331,6 +351,8 @@ class Workers:
         kind, w, value = message
         if kind == "failed-to-start":
             raise DereverbError(value)
+        if kind == "failed":
+            raise RuntimeError(f"the worker thread failed:\n{value}")
         if kind == "ready":
             self.ready.add(w)
             return None
@@ -342,11 +364,10 @@ class Workers:
         for w, p in list(self.procs.items()):
             if p.exitcode is None:
                 continue
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    rec = self._handle(self.results.get(timeout=0.1))
-                    if rec is not None:
-                        self.queued.append(rec)
+            while not self.results.empty():
+                rec = self._handle(self.results.get())
+                if rec is not None:
+                    self.queued.append(rec)
             how = f"killed by signal {-p.exitcode}" if p.exitcode < 0 else f"exit code {p.exitcode}"
             if w not in self.ready:
                 raise DereverbError(f"a worker process ended ({how}) while loading the model")
@@ -359,14 +380,24 @@ class Workers:
             self._start(w)
 
     def close(self) -> None:
-        for w, p in self.procs.items():
+        for inbox in self.inbox.values():
             for _ in range(self.batch):
-                self.inbox[w].put(None)
+                inbox.put(None)
         for p in self.procs.values():
             p.join(timeout=30)
+        if self.local is not None:
+            self.local.join()
         self.kill()
 
     def kill(self) -> None:
+        """Stop now: processes are sent SIGTERM (each unwinds its files); the thread here ends after its
+        files in flight."""
+        if self.local is not None:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    self.inbox[0].get_nowait()
+            for _ in range(self.batch):
+                self.inbox[0].put(None)
         for p in self.procs.values():
             if p.exitcode is None:
                 p.terminate()  # SIGTERM: the worker unwinds its file
@@ -375,7 +406,7 @@ class Workers:
             if p.exitcode is None:
                 p.kill()
                 p.join()
-        for q in self.inbox.values():
-            q.cancel_join_thread()
+        for w in self.procs:
+            self.inbox[w].cancel_join_thread()
 
 
