@@ -14,6 +14,7 @@ from dereverb.chunking import ChunkConfig
 from dereverb.cli import main
 from dereverb.enhance import Dereverberator
 from dereverb.errors import DereverbError
+from dereverb.model import StreamingUNet
 from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)
@@ -102,3 +103,67 @@ def test_info_describes_an_exported_model(tmp_path, capsys):
     (tmp_path / "bad.onnx").write_bytes(b"not a graph")
     assert main(["info", "--model", str(tmp_path / "bad.onnx")]) == 2
     assert "bad.onnx: not a readable ONNX model" in capsys.readouterr().err
+
+
+# --- the streaming step of a causal model ---------------------------------------------------------
+
+
+def _causal(output: str = "mask"):
+    from test_streaming import causal_model
+
+    return causal_model(output, lookahead=2)
+
+
+def _streamed(engine, x: np.ndarray, block: int) -> np.ndarray:
+    parts = [engine.process(x[i : i + block]) for i in range(0, len(x), block)]
+    return np.concatenate([*parts, engine.flush()])
+
+
+@pytest.mark.parametrize("output", ["mask", "complex"])
+def test_onnxruntime_stream_matches_the_torch_stream(output, signal):
+    """The exported step, its state fed back through onnxruntime, streams what torch streams."""
+    from dereverb.streaming import StreamingDereverberator
+
+    model = _causal(output)
+    torch_out = _streamed(StreamingDereverberator(model), signal, 160)
+    step = export.OnnxStep(export.to_streaming_onnx_bytes(model))
+    onnx_out = _streamed(StreamingDereverberator(model, step=step), signal, 160)
+    assert np.sqrt(np.mean((onnx_out - torch_out) ** 2) / np.mean(torch_out**2)) < 1e-5
+    # two rows at once, the state's shapes as the engine keeps them
+    frame = torch.randn(2, model.model_config.in_channels, 256, 1)
+    state = step.initial_state(2)
+    ref = StreamingUNet(model.net, 256)
+    y, *nxt = step(frame, *state)
+    y_ref, *nxt_ref = ref(frame, *ref.initial_state(2))
+    np.testing.assert_allclose(y.numpy(), y_ref.numpy(), atol=1e-5)
+    assert [s.shape for s in nxt] == [s.shape for s in nxt_ref]
+
+
+def test_streaming_export_file_state_as_graph_inputs_and_outputs(tmp_path, signal, capsys):
+    from dereverb.streaming import StreamingDereverberator
+
+    model = _causal()
+    path = export.export_streaming_onnx(model, tmp_path / "rt.onnx")
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto)
+    inputs, outputs = [i.name for i in proto.graph.input], [o.name for o in proto.graph.output]
+    n = 2 * model.model_config.depth
+    assert inputs == ["frame", *(f"state_{i}" for i in range(n))]
+    assert outputs == ["output", *(f"next_state_{i}" for i in range(n))]
+    assert json.loads(proto.metadata_props[0].value)["streaming"] == {"states": n, "lookahead": 2}
+    # the file alone streams, as the checkpoint does; `stream --backend onnx` uses the same step
+    ref = _streamed(StreamingDereverberator(model), signal, 500)
+    assert np.abs(_streamed(StreamingDereverberator.from_pretrained(path), signal, 500) - ref).max() < 1e-4
+    checkpoint.save(tmp_path / "rt.safetensors", model)
+    via = StreamingDereverberator.from_pretrained(tmp_path / "rt.safetensors", backend="onnx")
+    assert isinstance(via.step, export.OnnxStep)
+    # each kind of export is refused where the other belongs, and info tells them apart
+    with pytest.raises(DereverbError, match="a streaming export"):
+        Dereverberator.from_pretrained(path)
+    with pytest.raises(DereverbError, match="an offline export"):
+        StreamingDereverberator.from_pretrained(export.export_onnx(model, tmp_path / "offline.onnx"))
+    with pytest.raises(DereverbError, match="needs a causal model"):
+        export.to_streaming_onnx_bytes(tiny_model())
+    assert main(["info", "--model", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "streaming: one frame and the state per call" in text and "graph: frame (batch, 1, 256, 1)" in text

@@ -19,8 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dereverb"
 INFERENCE = {
     "dereverb", "dereverb.errors", "dereverb.config", "dereverb.audio", "dereverb.spectral", "dereverb.wpe",
     "dereverb.model", "dereverb.checkpoint", "dereverb.chunking", "dereverb.outputs", "dereverb.enhance",
-    "dereverb.workers", "dereverb.corpus", "dereverb.export", "dereverb.cli.enhance", "dereverb.cli.export",
-    "dereverb.cli.info",
+    "dereverb.workers", "dereverb.corpus", "dereverb.export", "dereverb.streaming", "dereverb.cli.enhance",
+    "dereverb.cli.export", "dereverb.cli.info", "dereverb.cli.stream",
 }
 # Only training (and preparing its data) needs these.
 TRAINING = {

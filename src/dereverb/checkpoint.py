@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from .audio import atomic_path
 from .config import FeatureConfig, RemovedKeyError, StftConfig, from_dict, to_dict
 from .errors import DereverbError
-from .model import DereverbModel, ModelConfig, count_parameters
+from .model import DereverbModel, ModelConfig, count_parameters, latency_samples
 
 FORMAT_VERSION = 1
 META_KEY = "dereverb"
@@ -34,6 +34,8 @@ SUFFIX = ".safetensors"
 # Names inside a run folder, in the order :func:`resolve` tries them.
 RUN_FILES = ("best.safetensors", "last.safetensors")
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
+# Bundled names whose file a recipe trains (it may not be installed yet), with that recipe.
+RECIPES = {"realtime": "recipes/realtime.yaml"}
 
 
 def save(path: str | Path, model: DereverbModel, meta: dict[str, Any] | None = None) -> None:
@@ -80,6 +82,12 @@ def resolve_model(spec: str | Path | None) -> Path:
             "(a .safetensors checkpoint, a run folder or an exported .onnx file)"
         )
     names = sorted(p.stem for p in PRETRAINED_DIR.glob("*.safetensors"))
+    if name in RECIPES:
+        raise DereverbError(
+            f"{name}: the bundled {name} model is not installed ({bundled} is missing; bundled: "
+            f"{', '.join(names) or 'none'}); train it with `dereverb train --config {RECIPES[name]} "
+            f"--run-dir runs/{name}` and pass --model runs/{name}"
+        )
     raise DereverbError(
         f"{name}: no such model file or run folder, nor a bundled model name "
         f"(bundled: {', '.join(names) or 'none'})"
@@ -181,9 +189,14 @@ def config_lines(model: DereverbModel) -> list[str]:
     """The network and input lines of :func:`describe` (an exported ONNX model's too)."""
     m, st, fe = model.model_config, model.stft_config, model.feature_config
     compression = f"power {fe.power}" if fe.compression == "power" else f"{fe.compression} (floor {fe.floor_db:g} dB)"
+    kernel = f"{m.kernel_size}x{m.kernel_size}"
+    if m.causal:
+        latency = latency_samples(st, m)
+        kernel = (f"causal, {m.kernel_size} bins x {m.time_kernel} dilated frames, {m.lookahead} frame(s) ahead, "
+                  f"latency {latency} samples ({1000 * latency / st.sample_rate:.1f} ms)")
     return [
         f"  network: U-Net, {m.output} output, {m.depth} levels, {m.base_channels}->{m.max_channels} channels, "
-        f"{m.kernel_size}x{m.kernel_size}, {m.norm} norm; "
+        f"{kernel}, {m.norm} norm; "
         f"{count_parameters(model.net):,} parameters",
         f"  input: STFT {st.n_fft}/{st.hop_length} {st.window} at {st.sample_rate} Hz, {st.n_freq} bins; "
         f"{compression}, {fe.normalization} normalisation; frontend {fe.frontend}",

@@ -143,6 +143,13 @@ def model_config(name: str, **overrides) -> ModelConfig:
     return from_dict(ModelConfig, {**_NAMED[name], **overrides}, where="model.")
 
 
+def latency_samples(stft: StftConfig, cfg: ModelConfig) -> int:
+    """A causal model's algorithmic latency in samples: ``n_fft + lookahead * hop - 1``, the window
+    plus the lookahead (output sample ``n`` is final once the last frame that overlaps it, and that
+    frame's lookahead, are in: :mod:`dereverb.streaming`)."""
+    return stft.n_fft + cfg.lookahead * stft.hop_length - 1
+
+
 def _norm(kind: str, channels: int) -> nn.Module:
     if kind == "batch":
         return nn.BatchNorm2d(channels)
@@ -308,6 +315,7 @@ class StreamingUNet(nn.Module):
         self.depth, self.n_freq, self.multiple = cfg.depth, n_freq, cfg.multiple
         self.contexts: list[int] = []
         self.sizes: list[int] = []  # values per frame of each layer's input
+        self.columns: list[tuple[int, int]] = []  # (output bins, values each reads) of each layer
         self.register_buffer("zero", torch.zeros(1, 1), persistent=False)
         f_in, f_pad = n_freq, n_freq + (-n_freq % cfg.multiple)
         layers = [(seq[0], seq[1]) for seq in net.down] + [(seq[0], seq[1]) for seq in net.up] + [(net.head, None)]
@@ -315,7 +323,8 @@ class StreamingUNet(nn.Module):
             transposed = isinstance(conv, CausalConvTranspose2d)
             f_out = 2 * f_in if transposed else f_pad // 2
             index, weight, bias = _frame_layer(conv, norm, f_in, f_out)
-            self.register_buffer(f"index_{i}", index, persistent=False)
+            self.register_buffer(f"index_{i}", index.flatten(), persistent=False)
+            self.columns.append(tuple(index.shape))
             self.register_buffer(f"weight_{i}", weight, persistent=False)
             self.register_buffer(f"bias_{i}", bias, persistent=False)
             self.contexts.append(conv.context)
@@ -330,19 +339,19 @@ class StreamingUNet(nn.Module):
         """Zeros: the frames before a signal starts (what the whole-signal network pads with)."""
         return [self.zero.new_zeros(shape) for shape in self.state_shapes(batch)]
 
-    def prime(self, frame: Tensor, state: list[Tensor]) -> list[Tensor]:
+    @staticmethod
+    def prime(frame: Tensor, state: list[Tensor]) -> list[Tensor]:
         """One of a signal's first ``lookahead`` frames ``(B, C_in, n_freq, 1)`` into the first layer's state."""
-        x = frame[..., 0].transpose(1, 2).reshape(frame.shape[0], -1)  # (B, n_freq * C_in)
-        return [torch.cat([state[0], x], dim=1)[:, self.sizes[0]:], *state[1:]]
+        x = frame[..., 0].transpose(1, 2).reshape(frame.shape[0], -1)  # (B, n_freq * C_in): bins major
+        return [torch.cat([state[0], x], dim=1)[:, x.shape[1] :], *state[1:]]
 
     def _layer(self, i: int, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """Layer ``i`` on the newest frame ``x (B, F_l, C_l)`` -> ``(B, F', C')`` (decoder levels:
         ``(B, F_l, 2 C')``, parity before channel) and its next state."""
-        b = x.shape[0]
+        b, buffers = x.shape[0], self._buffers  # (the dict itself: Module.__getattr__ costs a frame's microseconds)
         window = torch.cat([state, x.reshape(b, -1), self.zero.expand(b, 1)], dim=1)  # last value: the zero
-        index: Tensor = getattr(self, f"index_{i}")  # (F', K)
-        cols = window.index_select(1, index.flatten()).view(b, *index.shape)  # (B, F', K)
-        y = F.linear(cols, getattr(self, f"weight_{i}"), getattr(self, f"bias_{i}"))
+        cols = window.index_select(1, buffers[f"index_{i}"]).view(b, *self.columns[i])  # (B, F', K)
+        y = F.linear(cols, buffers[f"weight_{i}"], buffers[f"bias_{i}"])
         return y, window[:, self.sizes[i] : -1]
 
     def forward(self, frame: Tensor, *state: Tensor) -> tuple[Tensor, ...]:

@@ -16,7 +16,8 @@ import warnings
 from ..errors import DereverbError
 
 # Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("info", "rirs", "prepare", "train", "enhance", "export", "evaluate", "compare", "make_testset", "demo")
+COMMANDS = ("info", "rirs", "prepare", "train", "enhance", "stream", "export", "evaluate", "compare", "make_testset",
+            "demo")
 # Spellings that still parse but are not shown: ``-o`` is ``--output`` in every command, and was
 # ``--out`` in evaluate, make-testset and compare.
 HIDDEN_ALIASES = ("--out",)
