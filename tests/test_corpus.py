@@ -373,3 +373,10 @@ def test_progress_on_a_terminal_redraws_one_line():
     text = stream.getvalue()
     assert text.startswith("\renhance: 1/2 files") and "\r\x1b[Ka warning\n\renhance: 1/2" in text
     assert text.endswith("enhance: 2/2 files, 0.01/0.01 h of audio, 0 failed, ETA 0:00:00\x1b[K\n")
+
+
+def test_one_output_file_gets_no_manifest_beside_it(corpus, tmp_path, model_file):
+    assert enhance(corpus / "f00.wav", "-o", tmp_path / "x.wav", model=model_file) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.wav"]
+    assert enhance(corpus / "f00.wav", "-o", tmp_path / "y.wav", "--manifest", tmp_path / "m.jsonl", model=model_file) == 0
+    assert [Path(r["output"]).name for r in records(tmp_path / "m.jsonl")] == ["y.wav"]

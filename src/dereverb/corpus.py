@@ -164,15 +164,17 @@ class Manifest:
     (several shards may share one folder: each writes its own file).  A line torn by a crash is
     skipped on reading, and the next append starts on a new line."""
 
-    def __init__(self, path: Path, read_from: Sequence[Path]):
-        self.path, self.read_from = path, list(read_from)
+    def __init__(self, path: Path | None, read_from: Sequence[Path]):
+        self.path, self.read_from = path, list(read_from)  # path None: nothing written
         self._file = None
 
     @classmethod
-    def at(cls, folder: Path, name: str | None, shard: Shard | None) -> "Manifest":
-        """``name``, or :data:`MANIFEST` in ``folder`` (per shard; read: every shard's)."""
+    def at(cls, folder: Path, name: str | None, shard: Shard | None, default: bool = True) -> "Manifest":
+        """``name``, or (``default``) :data:`MANIFEST` in ``folder`` (per shard; read: every shard's)."""
         if name is not None:
             return cls(Path(name), [Path(name)])
+        if not default:
+            return cls(None, [])
         tag = "" if shard is None or shard.count == 1 else f".shard-{shard.index}-of-{shard.count}"
         return cls(folder / f"{MANIFEST}{tag}.jsonl", sorted(folder.glob(f"{MANIFEST}*.jsonl")))
 
@@ -191,6 +193,8 @@ class Manifest:
         return {os.path.abspath(r["output"]): r for r in self.records()}
 
     def append(self, record: dict[str, Any]) -> None:
+        if self.path is None:
+            return
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")
@@ -315,7 +319,7 @@ def enhance_corpus(engine: Engine, inputs: Sequence[str | Path], out: str | Path
     plan.sort(key=lambda job: str(job[1]))
     if cfg.shard is not None:
         plan = cfg.shard.pick(plan)
-    manifest = Manifest.at(top, cfg.manifest, cfg.shard)
+    manifest = Manifest.at(top, cfg.manifest, cfg.shard, default=top == Path(out))  # none beside `-o FILE`
     model_file = resolve_model(engine.model)
     stamp = {"model": str(model_file), "model_sha256": file_sha256(model_file),
              "options": _options(d, engine, cfg), "shard": None if cfg.shard is None else str(cfg.shard)}
@@ -324,7 +328,8 @@ def enhance_corpus(engine: Engine, inputs: Sequence[str | Path], out: str | Path
     tasks.sort(key=lambda t: (-t.duration, str(t.dst)))  # longest first
     run = _Run(cfg, manifest, stamp, Progress(len(todo), sum(t.duration for t in tasks), enabled=cfg.progress))
     notes = FileWarnings()
-    with removed_on_failure([top, manifest.path.parent, *(t.dst.parent for t in tasks)]), notes.installed():
+    folders = [top, *(t.dst.parent for t in tasks), *([manifest.path.parent] if manifest.path else [])]
+    with removed_on_failure(folders), notes.installed():
         probe_writable(top)
         try:
             for rec in bad:
@@ -346,7 +351,7 @@ def enhance_corpus(engine: Engine, inputs: Sequence[str | Path], out: str | Path
             torch.set_num_threads(threads)  # worker 0 set its own share
         run.raise_stop()
     return Summary(run.done, skipped, run.audio_seconds, time.perf_counter() - start,
-                   manifest.path if manifest.path.exists() else None, tuple(run.failures))
+                   manifest.path if manifest.path and manifest.path.exists() else None, tuple(run.failures))
 
 
 def _options(d: Dereverberator, engine: Engine, cfg: CorpusConfig) -> dict[str, Any]:
@@ -392,7 +397,7 @@ def _read_headers(d: Dereverberator, todo: list[tuple[Path, Path]],
         except DereverbError as e:
             if not cfg.keep_going:
                 raise
-            bad.append(record(Task(src, dst, 0.0), time.perf_counter(), e))
+            bad.append({**record(Task(src, dst, 0.0), time.perf_counter(), e), "duration": None})
             continue
         tasks.append(Task(src, dst, meta.duration))
     return tasks, bad
@@ -427,7 +432,7 @@ class _Run:
         if not failed or self.cfg.keep_going:
             self.manifest.append({**rec, **self.stamp, "finished": datetime.datetime.now(datetime.timezone.utc)
                                   .isoformat(timespec="seconds")})
-        self.progress.update(rec["duration"], failed)
+        self.progress.update(rec["duration"] or 0.0, failed)
         with self.progress.above():
             for text in rec["warnings"]:
                 warnings.warn(text, stacklevel=2)

@@ -166,19 +166,18 @@ class NetBatcher:
         groups: dict[tuple, list[_Request]] = {}
         for req in batch:
             groups.setdefault((tuple(req.x.shape[1:]), req.x.dtype, req.x.device), []).append(req)
-        for reqs in groups.values():
-            for i in range(0, len(reqs), self.size):
-                part = reqs[i : i + self.size]
-                try:
-                    out = self.run(torch.cat([r.x for r in part]))  # (sum B, C_out, F, T)
-                    for r, y in zip(part, out.split([r.x.shape[0] for r in part])):
-                        r.out = y
-                except BaseException as e:  # each waiting file fails with it (CUDA out of memory, ...)
-                    for r in part:
-                        r.error = e
-                self.calls += 1
-                self.batched += len(part) if len(part) > 1 else 0
+        parts = [reqs[i : i + self.size] for reqs in groups.values() for i in range(0, len(reqs), self.size)]
+        for part in parts:
+            try:
+                out = self.run(torch.cat([r.x for r in part]))  # (sum B, C_out, F, T)
+                for r, y in zip(part, out.split([r.x.shape[0] for r in part])):
+                    r.out = y
+            except BaseException as e:  # each waiting file fails with it (CUDA out of memory, ...)
+                for r in part:
+                    r.error = e
         with self.cond:
+            self.calls += len(parts)
+            self.batched += sum(len(part) for part in parts if len(part) > 1)
             self.in_flight -= len(batch)
             for r in batch:
                 r.done = True
@@ -242,9 +241,14 @@ class Serial:
 
 
 def serve(d: Dereverberator, file_args: dict[str, Any], batch_size: int, notes: FileWarnings,
-           get: Callable[[], Task | None], put: Callable[[dict], None]) -> NetBatcher | None:
+          get: Callable[[], Task | None], put: Callable[[dict], None],
+          stop: threading.Event | None = None) -> NetBatcher | None:
     """Enhance the tasks ``get`` returns until None, ``batch_size`` files at a time (threads whose
-    network calls a :class:`NetBatcher` runs together), each record to ``put``."""
+    network calls a :class:`NetBatcher` runs together), each record to ``put``.  Once ``stop`` is
+    set, files in flight fail at their next network call and, with threads, this returns when
+    none is left in flight."""
+    if stop is not None:
+        d.network = _stoppable(d.network, stop)
     batcher = NetBatcher(d.network, batch_size) if batch_size > 1 else None
     if batcher is not None:
         d.network = batcher
@@ -261,8 +265,11 @@ def serve(d: Dereverberator, file_args: dict[str, Any], batch_size: int, notes: 
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(batch_size)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    while threads:
+        threads[0].join(timeout=0.1)
+        threads = [t for t in threads if t.is_alive()]
+        if stop is not None and stop.is_set() and not batcher.members:
+            break  # the threads wait for tasks that will not come
     return batcher
 
 
@@ -275,7 +282,8 @@ def _worker_main(engine: Engine, file_args: dict[str, Any], worker: int, threads
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:
         return
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: scratch files removed
+    stop = threading.Event()  # SIGTERM: unwind the files in flight (their scratch files removed), then end
+    signal.signal(signal.SIGTERM, lambda *_: stop.set() if batch_size > 1 else sys.exit(143))
     torch.set_num_threads(threads)
     try:
         d = engine.build(worker)
@@ -285,7 +293,7 @@ def _worker_main(engine: Engine, file_args: dict[str, Any], worker: int, threads
     results.put(("ready", worker, None))
     notes = FileWarnings()
     with notes.installed():
-        serve(d, file_args, batch_size, notes, inbox.get, lambda rec: results.put(("done", worker, rec)))
+        serve(d, file_args, batch_size, notes, inbox.get, lambda rec: results.put(("done", worker, rec)), stop)
 
 
 class Workers:
@@ -304,7 +312,7 @@ class Workers:
         self.busy: dict[int, dict[str, Task]] = {}
         self.ready: set[int] = set()
         self.queued: list[dict] = []  # records to hand out before reading more: a dead worker's
-        self.local = None
+        self.local, self.stop = None, threading.Event()
         for w in range(local is not None, jobs):
             self._start(w)
         if local is not None:  # worker 0, after the spawned ones: ties in put() go to them
@@ -316,7 +324,7 @@ class Workers:
         torch.set_num_threads(self.threads)
         try:
             serve(d, self.file_args, self.batch, notes, self.inbox[0].get,
-                  lambda rec: self.results.put(("done", 0, rec)))
+                  lambda rec: self.results.put(("done", 0, rec)), self.stop)
         except BaseException as e:  # not a file's error (those are records): the run cannot go on
             self.results.put(("failed", 0, "".join(traceback.format_exception(e))))
 
@@ -324,7 +332,15 @@ class Workers:
         self.inbox[w], self.busy[w] = self.ctx.Queue(), {}
         self.procs[w] = self.ctx.Process(target=_worker_main, name=f"dereverb-worker-{w}", daemon=True, args=(
             self.engine, self.file_args, w, self.threads, self.batch, self.inbox[w], self.results, os.getpid()))
-        self.procs[w].start()
+        # Ctrl-C reaches the whole process group; the parent stops the workers.  Ignored from the
+        # start (a child keeps an ignored SIGINT through exec), so not even an import is interrupted.
+        here = threading.current_thread() is threading.main_thread()
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN) if here else None
+        try:
+            self.procs[w].start()
+        finally:
+            if here:
+                signal.signal(signal.SIGINT, handler)
 
     def put(self, task: Task) -> None:
         w = min(self.busy, key=lambda i: len(self.busy[i]))  # the caller keeps at most jobs x batch in flight
@@ -390,8 +406,9 @@ class Workers:
         self.kill()
 
     def kill(self) -> None:
-        """Stop now: processes are sent SIGTERM (each unwinds its files); the thread here ends after its
-        files in flight."""
+        """Stop now: processes are sent SIGTERM, the thread here stops at its next network call; each
+        unwinds its files (their scratch files removed)."""
+        self.stop.set()
         if self.local is not None:
             with contextlib.suppress(queue.Empty):
                 while True:
@@ -408,5 +425,20 @@ class Workers:
                 p.join()
         for w in self.procs:
             self.inbox[w].cancel_join_thread()
+        if self.local is not None:
+            self.local.join(timeout=60)
+
+
+class Stopped(Exception):
+    """The run was stopped (Ctrl-C, an error) while this file was in flight."""
+
+
+def _stoppable(network: Callable[[torch.Tensor], torch.Tensor], stop: threading.Event):
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if stop.is_set():
+            raise Stopped("stopped")
+        return network(x)
+
+    return run
 
 

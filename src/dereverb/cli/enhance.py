@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"record a file that fails in the manifest and go on; exit code {SOME_FAILED} if any failed")
     g.add_argument("--manifest", default=None, metavar="PATH",
                    help="the JSON-lines record of each file, which reruns read to skip done files "
-                        "(default: dereverb-manifest.jsonl in the output folder, one per shard)")
+                        "(default: dereverb-manifest.jsonl in the output folder, one per shard; none for -o FILE)")
     g.add_argument("--batch-size", type=int, default=0, metavar="N",
                    help="files in flight per worker, their network segments run in one batch "
                         "(default 8 on CUDA, 1 on the CPU)")
@@ -82,5 +82,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{s.files} files, {s.audio_seconds / 3600:.3f} h of audio ({s.audio_seconds:.1f} s), {s.failed} failed, "
           f"real-time factor {s.real_time_factor:.3f}")
     if s.failed:
-        print(f"dereverb: {s.failed} file(s) failed; the manifest has their errors: {s.manifest}", file=sys.stderr)
+        where = f"; the manifest has their errors: {s.manifest}" if s.manifest else ""
+        print(f"dereverb: {s.failed} file(s) failed{where}", file=sys.stderr)
     return SOME_FAILED if s.failed else 0
