@@ -380,3 +380,30 @@ def test_one_output_file_gets_no_manifest_beside_it(corpus, tmp_path, model_file
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "x.wav"]
     assert enhance(corpus / "f00.wav", "-o", tmp_path / "y.wav", "--manifest", tmp_path / "m.jsonl", model=model_file) == 0
     assert [Path(r["output"]).name for r in records(tmp_path / "m.jsonl")] == ["y.wav"]
+
+
+def test_each_rank_and_worker_takes_its_own_gpu(monkeypatch, corpus, tmp_path):
+    """Worker ``w`` of rank ``LOCAL_RANK`` (``--jobs J``) runs on GPU ``(LOCAL_RANK * J + w) % count``
+    (CUDA faked: the device string is what is checked)."""
+    import dereverb.corpus
+    import dereverb.workers
+
+    built = []
+    monkeypatch.setattr(dereverb.workers, "resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(Dereverberator, "from_pretrained", lambda *a, device, **k: built.append(device))
+    Engine(gpu=2).build(worker=3)
+    Engine(gpu=2, backend="onnx").build(worker=3)  # onnxruntime runs on the CPU
+    Engine(device="cpu").build(worker=1)
+    assert built == ["cuda:1", "auto", "cpu"]
+    class Called(Exception):
+        pass
+
+    def enhance_corpus(engine, *args):
+        raise Called(engine.gpu)
+
+    monkeypatch.setattr(dereverb.corpus, "enhance_corpus", enhance_corpus)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(Called) as called:
+        main(["enhance", str(corpus), "-o", str(tmp_path / "out"), "--jobs", "2", "--shard", "0/1"])
+    assert called.value.args == (6,)

@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "N times the network's cost (default 2; 1 is the fastest)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="run the network with torch or onnxruntime")
+    p.epilog = (f"exit codes: 0 every file done; 2 an error (a bad input or option, or without --keep-going the "
+                f"first file that fails); {SOME_FAILED} finished, some files failed (--keep-going); 130 interrupted")
     g = p.add_argument_group("corpora", "many files, cores, machines and GPUs (README: Corpora)")
     g.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="worker processes on this machine, torch's threads split between them (default 1)")
