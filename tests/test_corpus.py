@@ -217,7 +217,7 @@ def test_rerun_with_other_options_is_refused_unless_overwrite(corpus, tmp_path, 
     assert enhance(corpus, "-o", out, "--strength", "0.5", "--overwrite", model=model_file) == 0
     after = samples(out)
     assert all(not np.array_equal(after[f], before[f]) for f in before)
-    latest = Manifest(out / f"{MANIFEST}.jsonl", [out / f"{MANIFEST}.jsonl"]).latest()
+    latest = {r["output"]: r for r in records(out / f"{MANIFEST}.jsonl")}
     assert len(latest) == 7 and {r["options"]["strength"] for r in latest.values()} == {0.5}
     named = tmp_path / "elsewhere" / "run.jsonl"
     assert enhance(corpus, "-o", tmp_path / "out2", "--manifest", named, model=model_file) == 0
@@ -246,7 +246,7 @@ def test_sigkill_mid_run_loses_no_record_and_a_rerun_finishes(tmp_path, speech, 
     assert main(["enhance", str(root), "-o", str(out), "--model", str(model_file)]) == 0
     text = capsys.readouterr().out
     assert f"skipped {len(existing)} existing" in text and text.splitlines()[-1].startswith(f"{30 - len(existing)} files")
-    assert len(Manifest(manifest, [manifest]).latest()) >= 30 - len(existing) + len(done)
+    assert len({r["output"] for r in Manifest(manifest, [manifest]).records()}) >= 30 - len(existing) + len(done)
     assert len(samples(out)) == 30 and not list(out.rglob("*.tmp"))  # the killed file's scratch file is gone
 
 

@@ -3,19 +3,20 @@ of every file and no lost work.
 
 It runs on the engines users already have, not on a scheduler of its own:
 
-- ``jobs``: worker processes on one machine (spawned: torch and fork do not mix), each loading
-  the model once, torch's threads split between them; files are handed out longest first, so the
-  run does not end waiting on one long file;
+- ``jobs``: workers on one machine (this process and spawned ones: torch and fork do not mix),
+  each loading the model once, torch's threads split between them; files are handed out longest
+  first, so the run does not end waiting on one long file (:mod:`dereverb.workers`);
 - ``shard``: part ``K`` of ``N`` of the sorted file list (every ``N``-th file from the ``K``-th),
   so ``N`` independent jobs (a SLURM array, a Kubernetes indexed job, torchrun ranks, ``N``
   shells) write disjoint outputs whose union is one job's; :func:`shard_from_env` reads it from
   the launcher;
 - ``batch_size``: files in flight in each worker (threads), their network calls run together by
-  a :class:`NetBatcher`, for GPUs.
+  a :class:`~dereverb.workers.NetBatcher`, for GPUs.
 
 Each file finished (or, with ``keep_going``, failed) appends one JSON line to a manifest
-(:class:`Manifest`; flushed and fsynced), so a killed run loses at most its files in flight, and a
-rerun skips the outputs the manifest says were made with the same model and options.  Outputs do
+(:class:`Manifest`; flushed and fsynced), so a killed run loses at most its files in flight.  A
+rerun skips the outputs that exist, and refuses those the manifest says were made with another
+model or options (the model file's SHA-256 and :func:`_options`).  Outputs do
 not depend on ``jobs``, ``shard`` or the order of files; the thread count of a worker moves them by
 float rounding at most (oneDNN's summation order), ``batch_size`` by float rounding of the batched
 convolutions (tests/test_corpus.py).
@@ -187,10 +188,6 @@ class Manifest:
                         rec = json.loads(line)
                         if isinstance(rec, dict) and "output" in rec:
                             yield rec
-
-    def latest(self) -> dict[str, dict[str, Any]]:
-        """The last record of each output (absolute path)."""
-        return {os.path.abspath(r["output"]): r for r in self.records()}
 
     def append(self, record: dict[str, Any]) -> None:
         if self.path is None:
@@ -368,21 +365,19 @@ def _to_do(plan: list[tuple[Path, Path]], manifest: Manifest, stamp: dict[str, A
     record says it was made with another model or options is an error (``overwrite`` redoes it)."""
     if overwrite:
         return plan, 0
-    latest = manifest.latest()
-    todo, skipped, other = [], 0, []
-    for src, dst in plan:
-        if not dst.exists():
-            todo.append((src, dst))
-            continue
-        skipped += 1
-        rec = latest.get(os.path.abspath(dst))
-        if rec is not None and rec.get("status") == "done" and any(rec.get(k) != stamp[k] for k in ("model_sha256", "options")):
-            other.append(dst)
+    same: dict[str, bool] = {}  # output -> made with this model and options, by its last record if done
+    for rec in manifest.records():  # streamed: a million records need not sit in memory
+        if rec.get("status") == "done":
+            same[os.path.abspath(rec["output"])] = all(rec.get(k) == stamp[k] for k in ("model_sha256", "options"))
+        else:
+            same.pop(os.path.abspath(rec["output"]), None)
+    todo = [(src, dst) for src, dst in plan if not dst.exists()]
+    other = [dst for src, dst in plan if not same.get(os.path.abspath(dst), True) and dst.exists()]
     if other:
         more = f" (and {len(other) - 1} more)" if len(other) > 1 else ""
         raise DereverbError(f"{other[0]}{more}: made with another model or options ({manifest.path.name}); "
                             "pass --overwrite to redo, or choose another output folder")
-    return todo, skipped
+    return todo, len(plan) - len(todo)
 
 
 def _read_headers(d: Dereverberator, todo: list[tuple[Path, Path]],
