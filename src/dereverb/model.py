@@ -127,11 +127,13 @@ _NAMED = {
     "small": dict(depth=6, base_channels=16, max_channels=128, kernel_size=5, norm="batch"),
     # Ernst et al. 2018 / pix2pix: 8 levels, 64 -> 512 channels, 256x256 patches.
     "paper": dict(depth=8, base_channels=64, max_channels=512, kernel_size=5, norm="batch", dropout=0.5),
-    # Real-time (issue #28): causal, 1 frame (8 ms) ahead; with the 512/128 STFT at 16 kHz the
-    # algorithmic latency is 512 + 128 - 1 samples (40 ms).  Sized so that one frame's step stays
-    # well under the hop on one CPU thread (benchmarks/streaming.py).
+    # Real-time (issue #28), 0.4 M parameters: causal, 1 frame (8 ms) ahead, 2-frame kernels 2**i
+    # frames apart (1 s of past context); with the 512/128 STFT at 16 kHz the latency is 512 + 128
+    # - 1 samples (40 ms).  Sized so that one frame's step stays well under the hop on one CPU
+    # thread (benchmarks/streaming.py); full-length time axes at every level make its training
+    # steps cost more than small's.
     "realtime": dict(depth=6, base_channels=16, max_channels=64, kernel_size=5, norm="batch", causal=True,
-                     lookahead=1, time_kernel=3),
+                     lookahead=1, time_kernel=2),
 }
 
 
@@ -228,15 +230,42 @@ class CausalConv2d(nn.Conv2d):
 class CausalConvTranspose2d(nn.ConvTranspose2d):
     """``(B, C, F, T)`` -> ``(B, C', 2F, T)``: the decoder's mirror of :class:`CausalConv2d`,
     upsampling F by 2; output frame ``t`` sums the inputs at ``t, t - dilation, ...`` (the
-    transposed convolution's first ``T`` frames)."""
+    transposed convolution's first ``T`` frames).
+
+    It runs in its polyphase form: even and odd output bins are two plain convolutions of the
+    input (stacked as ``2 C'`` channels, then interleaved), which CPUs run several times faster
+    than a dilated transposed convolution, forward and backward.  The parameters are the
+    transposed convolution's.
+    """
 
     def __init__(self, c_in: int, c_out: int, kf: int, kt: int, dilation: int = 1, bias: bool = True):
         super().__init__(c_in, c_out, (kf, kt), stride=(2, 1), padding=(kf // 2, 0), output_padding=(1, 0),
                          dilation=(1, dilation), bias=bias)
         self.context = (kt - 1) * dilation
 
+    @property
+    def offsets(self) -> range:
+        """Input bins ``q + m`` that output bins ``2q`` and ``2q + 1`` read: ``m`` such that the
+        kernel tap ``r + padding - 2m`` along F is in range for a parity ``r``."""
+        pad, kf = self.padding[0], self.kernel_size[0]
+        return range(-((kf - 1 - pad) // 2), (pad + 1) // 2 + 1)
+
+    def polyphase_weight(self) -> Tensor:
+        """The kernel as a plain convolution's, ``(2 C', C, len(offsets), kt)``: output channels
+        (parity, channel), input bins ``q + offsets``, taps oldest first (the time axis flipped)."""
+        pad, kf = self.padding[0], self.kernel_size[0]
+        m = torch.tensor(list(self.offsets))
+        k = torch.arange(2)[:, None] + pad - 2 * m[None, :]  # (2, n): the tap along F
+        w = self.weight.flip(-1)[:, :, k.clamp(0, kf - 1), :] * ((k >= 0) & (k < kf))[:, :, None]  # (C, C', 2, n, kt)
+        return w.permute(2, 1, 0, 3, 4).flatten(0, 1)
+
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x)[..., : x.shape[-1]]
+        m = self.offsets
+        x = F.pad(x, (self.context, 0, -m[0], m[-1]))  # the past frames; the bins beyond either edge
+        bias = None if self.bias is None else torch.cat([self.bias, self.bias])
+        y = F.conv2d(x, self.polyphase_weight(), bias, dilation=self.dilation)  # (B, 2C', F, T)
+        b, _, n_f, n_t = y.shape
+        return y.unflatten(1, (2, -1)).permute(0, 2, 3, 1, 4).reshape(b, -1, 2 * n_f, n_t)  # bin 2q + r
 
 
 class CausalUNet(nn.Module):
@@ -380,43 +409,31 @@ def _frame_layer(conv: nn.Module, norm: nn.Module | None, f_in: int, f_out: int)
     frames, oldest first, each ``f_in`` bins x C channels, then one zero (for taps beyond the bins).
 
     Columns ``K`` run over (tap, bin offset, channel).  A strided convolution's output bin ``q``
-    reads bins ``2q - pad + u`` with kernel tap ``u``; a transposed one's bin ``2q + r`` is read
-    from input bin ``q + m`` with kernel tap ``r + pad - 2m`` (when in range), so one window of
-    offsets ``m`` serves both parities ``r`` and its rows are (parity, channel).  An eval batch
-    norm after the convolution is folded into the weight and bias.
+    reads bins ``2q - pad + u``; a transposed one, in its polyphase form, gives output bins ``2q``
+    and ``2q + 1`` (rows: parity, channel) from bins ``q + m``.  An eval batch norm after the
+    convolution is folded into the weight and bias.
     """
     with torch.no_grad():
-        w = conv.weight.detach().float()
+        transposed = isinstance(conv, CausalConvTranspose2d)
+        w = (conv.polyphase_weight() if transposed else conv.weight).detach().float()  # (rows, C, n, kt)
         bias = conv.bias.detach().float() if conv.bias is not None else w.new_zeros(conv.out_channels)
         scale = torch.ones_like(bias)
         if isinstance(norm, nn.BatchNorm2d):
             scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
             bias = (bias - norm.running_mean) * scale + norm.bias
-        kf, kt = conv.kernel_size
-        pad, c_in, d = conv.padding[0], conv.in_channels, conv.dilation[1]
-        window = (conv.context + 1) * f_in * c_in
-        taps = torch.arange(kt) * d  # frames in the window, oldest first
-        transposed = isinstance(conv, CausalConvTranspose2d)
-        if transposed:
-            lo, hi = -((kf - 1 - pad) // 2), (pad + 1) // 2 + 1
-            offsets = torch.arange(lo, hi)  # input bins q + m that some output bin 2q + r reads
-            starts = torch.arange(f_in)
-            # (C_in, C_out, kf, kt) -> (parity, C_out, tap, offset, C_in); taps oldest first: time index flipped
-            k = torch.arange(2)[:, None] + pad - 2 * offsets[None, :]  # (2, n): kernel tap along F
-            valid = (k >= 0) & (k < kf)
-            wt = w.flip(-1)[:, :, k.clamp(0, kf - 1), :]  # (C_in, C_out, 2, n, kt)
-            wt = wt * valid[None, None, :, :, None]
-            matrix = (wt * scale[None, :, None, None, None]).permute(2, 1, 4, 3, 0).reshape(2 * conv.out_channels, -1)
-            bias = torch.cat([bias, bias])
+        if transposed:  # rows (parity, channel)
+            scale, bias = scale.repeat(2), bias.repeat(2)
+            offsets, starts = torch.tensor(list(conv.offsets)), torch.arange(f_in)
         else:
-            offsets = torch.arange(kf) - pad
-            starts = 2 * torch.arange(f_out)
-            matrix = (w * scale[:, None, None, None]).permute(0, 3, 2, 1).reshape(conv.out_channels, -1)
+            offsets, starts = torch.arange(conv.kernel_size[0]) - conv.padding[0], 2 * torch.arange(f_out)
+        matrix = (w * scale[:, None, None, None]).permute(0, 3, 2, 1).reshape(w.shape[0], -1)
+        c_in, kt, d = conv.in_channels, conv.kernel_size[1], conv.dilation[1]
+        taps = torch.arange(kt) * d  # frames in the window, oldest first
         bins = starts[:, None] + offsets[None, :]  # (F', n)
-        index = (taps[:, None, None] * f_in + bins[None]) * c_in  # (kt, F', n) first channel
+        index = (taps[:, None, None] * f_in + bins[None]) * c_in  # (kt, F', n): the first channel
         index = index.permute(1, 0, 2)[..., None] + torch.arange(c_in)  # (F', kt, n, C_in)
         inside = ((bins >= 0) & (bins < f_in))[:, None, :, None].expand_as(index)
-        index = torch.where(inside, index, torch.full_like(index, window))  # outside: the zero
+        index = torch.where(inside, index, torch.full_like(index, (conv.context + 1) * f_in * c_in))  # the zero
     return index.reshape(index.shape[0], -1).contiguous(), matrix.contiguous(), bias.contiguous()
 
 
