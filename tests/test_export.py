@@ -167,3 +167,14 @@ def test_streaming_export_file_state_as_graph_inputs_and_outputs(tmp_path, signa
     assert main(["info", "--model", str(path)]) == 0
     text = capsys.readouterr().out
     assert "streaming: one frame and the state per call" in text and "graph: frame (batch, 1, 256, 1)" in text
+
+
+def test_offline_export_of_a_causal_model_matches_torch(signal):
+    """A causal model exports for files too (any frame count: its grid along T is one frame)."""
+    model = _causal()
+    ref = Dereverberator(model, "cpu", chunk=CHUNKS)(signal, 16000)
+    net = export.OnnxNet(export.to_onnx_bytes(model))
+    assert np.abs(Dereverberator(model, chunk=CHUNKS, onnx_net=net)(signal, 16000) - ref).max() < 1e-4
+    feats = torch.randn(2, 1, 256, 37)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(feats).numpy(), model.net(feats).numpy(), atol=1e-4)

@@ -305,7 +305,8 @@ def test_live_runs_the_engine_in_the_callback(model_file, signal, monkeypatch):
     assert streaming.run_live(engine, seconds=0.01) == len(signal)
     played = np.concatenate(fake.played)[:, 0]
     ref = StreamingDereverberator.from_pretrained(model_file)
-    assert np.array_equal(played, np.concatenate([ref.process(signal[i : i + 128]) for i in range(0, len(signal), 128)]))
+    blocks = [ref.process(signal[i : i + 128]) for i in range(0, len(signal), 128)]
+    assert np.array_equal(played, np.concatenate(blocks))
 
 
 def test_live_without_package_library_or_device_is_one_clear_error(model_file, monkeypatch, tmp_path):

@@ -57,7 +57,8 @@ class StreamingDereverberator:
         cfg, st = model.model_config, model.stft_config
         if not cfg.causal:
             raise DereverbError("this model is not causal (model.causal false): it looks seconds ahead, so it "
-                                "cannot stream; use a causal model (e.g. --model realtime), or dereverb enhance for files")
+                                "cannot stream; use a causal model (e.g. --model realtime), or dereverb enhance "
+                                "for files")
         modes = tuple(m for m in model.phase_modes if m != "griffinlim")  # Griffin-Lim iterates over the whole signal
         if phase is not None and phase not in modes:
             raise DereverbError(f"phase {phase}: streaming this model supports phase {' or '.join(modes)}")
@@ -175,7 +176,8 @@ class StreamingDereverberator:
         self._input = self._input[:, n * self.hop :].copy()
         self._frames += n
         with torch.inference_mode():
-            spec = torch.fft.rfft(torch.from_numpy(frames.copy()) * self.window, dim=-1).transpose(1, 2)  # (C, F_full, n)
+            frames = torch.from_numpy(frames.copy()) * self.window  # (C, n, n_fft)
+            spec = torch.fft.rfft(frames, dim=-1).transpose(1, 2)  # (C, F_full, n)
             self._pending.extend(spec.unbind(-1))
             feats = self.model.encode(spec)  # (C, C_in, n_freq, n)
         self._synthesise(self._network(list(feats.split(1, dim=-1))))

@@ -21,7 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a causal model: bundled name, .safetensors checkpoint, run folder or streaming .onnx "
                         "export (default: the bundled realtime model)")
     p.add_argument("--rate", type=int, default=None, metavar="HZ",
-                   help="sample rate of raw input (default: the model's, 16000); other rates are refused: resample first")
+                   help="sample rate of raw input (default: the model's, 16000); other rates are refused: "
+                        "resample first")
     p.add_argument("--channels", type=int, default=None, metavar="N", help="channels of raw input (default 1)")
     p.add_argument("--format", default=None, choices=FORMATS,
                    help="sample format of raw input, as ffmpeg names it (default s16le); a WAV input is "
@@ -40,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     live = p.add_argument_group("live mode (pip install 'dereverb[live]')")
     live.add_argument("--live", action="store_true",
                       help="microphone to speaker through PortAudio instead of stdin to stdout")
-    live.add_argument("--input-device", default=None, metavar="ID|NAME", help="PortAudio input device (default: the system's)")
+    live.add_argument("--input-device", default=None, metavar="ID|NAME",
+                      help="PortAudio input device (default: the system's)")
     live.add_argument("--output-device", default=None, metavar="ID|NAME",
                       help="PortAudio output device (default: the system's)")
     live.add_argument("--block", type=int, default=None, metavar="SAMPLES",
