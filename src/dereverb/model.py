@@ -330,8 +330,8 @@ class StreamingUNet(nn.Module):
     state (:meth:`prime`).  Fed a signal's frames, then ``L`` zero frames, it gives the network's
     output on the whole signal (to float rounding).
 
-    Each layer on one frame is one gather (its taps ``2**i`` frames apart, the bins each output bin
-    reads, zeros beyond the edges) and one matrix product (batch norms folded in; transposed
+    Each layer on one frame is one gather of bins (its taps ``2**i`` frames apart, the bins each
+    output bin reads, zeros beyond the edges) and one matrix product (batch norms folded in; transposed
     convolutions in their polyphase form, even and odd output bins as two plain convolutions): on
     one frame that is several times faster on a CPU than convolution kernels tuned for images,
     and it exports to ONNX as plain Gather/MatMul (:mod:`dereverb.export`).  A copy: later changes
@@ -344,8 +344,8 @@ class StreamingUNet(nn.Module):
         self.depth, self.n_freq, self.multiple = cfg.depth, n_freq, cfg.multiple
         self.contexts: list[int] = []
         self.sizes: list[int] = []  # values per frame of each layer's input
+        self.channels: list[int] = []  # of each layer's input
         self.columns: list[tuple[int, int]] = []  # (output bins, values each reads) of each layer
-        self.register_buffer("zero", torch.zeros(1, 1), persistent=False)
         f_in, f_pad = n_freq, n_freq + (-n_freq % cfg.multiple)
         layers = [(seq[0], seq[1]) for seq in net.down] + [(seq[0], seq[1]) for seq in net.up] + [(net.head, None)]
         for i, (conv, norm) in enumerate(layers):
@@ -353,12 +353,14 @@ class StreamingUNet(nn.Module):
             f_out = 2 * f_in if transposed else f_pad // 2
             index, weight, bias = _frame_layer(conv, norm, f_in, f_out)
             self.register_buffer(f"index_{i}", index.flatten(), persistent=False)
-            self.columns.append(tuple(index.shape))
+            self.columns.append((index.shape[0], index.shape[1] * conv.in_channels))
+            self.channels.append(conv.in_channels)
             self.register_buffer(f"weight_{i}", weight, persistent=False)
             self.register_buffer(f"bias_{i}", bias, persistent=False)
             self.contexts.append(conv.context)
             self.sizes.append(f_in * conv.in_channels)
             f_in, f_pad = f_out, f_out
+        self.register_buffer("zero", torch.zeros(1, max(self.channels)), persistent=False)
 
     def state_shapes(self, batch: int = 1) -> list[tuple[int, int]]:
         """The state tensors' shapes: encoder, decoder, head."""
@@ -377,11 +379,11 @@ class StreamingUNet(nn.Module):
     def _layer(self, i: int, x: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         """Layer ``i`` on the newest frame ``x (B, F_l, C_l)`` -> ``(B, F', C')`` (decoder levels:
         ``(B, F_l, 2 C')``, parity before channel) and its next state."""
-        b, buffers = x.shape[0], self._buffers  # (the dict itself: Module.__getattr__ costs a frame's microseconds)
-        window = torch.cat([state, x.reshape(b, -1), self.zero.expand(b, 1)], dim=1)  # last value: the zero
-        cols = window.index_select(1, buffers[f"index_{i}"]).view(b, *self.columns[i])  # (B, F', K)
-        y = F.linear(cols, buffers[f"weight_{i}"], buffers[f"bias_{i}"])
-        return y, window[:, self.sizes[i] : -1]
+        b, c, buffers = x.shape[0], self.channels[i], self._buffers  # (the dict: Module.__getattr__ is slow)
+        window = torch.cat([state, x.reshape(b, -1), self.zero[:, :c].expand(b, c)], dim=1)  # last: a zero bin
+        cols = window.view(b, -1, c).index_select(1, buffers[f"index_{i}"])  # (B, F' * taps * offsets, C)
+        y = F.linear(cols.view(b, *self.columns[i]), buffers[f"weight_{i}"], buffers[f"bias_{i}"])  # (B, F', C')
+        return y, window[:, self.sizes[i] : -c]
 
     def forward(self, frame: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
         b, depth = frame.shape[0], self.depth
@@ -404,9 +406,9 @@ class StreamingUNet(nn.Module):
 
 
 def _frame_layer(conv: nn.Module, norm: nn.Module | None, f_in: int, f_out: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``(index (F', K), weight (C' or 2 C', K), bias)`` of one causal (transposed) convolution on one
-    frame: ``window[index]`` are the inputs each output bin reads, ``window`` being the layer's
-    frames, oldest first, each ``f_in`` bins x C channels, then one zero (for taps beyond the bins).
+    """``(index (F', K / C), weight (C' or 2 C', K), bias)`` of one causal (transposed) convolution on
+    one frame: ``window[index]`` are the bins (C values each) each output bin reads, ``window`` being
+    the layer's frames, oldest first, each ``f_in`` bins, then a bin of zeros (for taps beyond the edges).
 
     Columns ``K`` run over (tap, bin offset, channel).  A strided convolution's output bin ``q``
     reads bins ``2q - pad + u``; a transposed one, in its polyphase form, gives output bins ``2q``
@@ -430,10 +432,9 @@ def _frame_layer(conv: nn.Module, norm: nn.Module | None, f_in: int, f_out: int)
         c_in, kt, d = conv.in_channels, conv.kernel_size[1], conv.dilation[1]
         taps = torch.arange(kt) * d  # frames in the window, oldest first
         bins = starts[:, None] + offsets[None, :]  # (F', n)
-        index = (taps[:, None, None] * f_in + bins[None]) * c_in  # (kt, F', n): the first channel
-        index = index.permute(1, 0, 2)[..., None] + torch.arange(c_in)  # (F', kt, n, C_in)
-        inside = ((bins >= 0) & (bins < f_in))[:, None, :, None].expand_as(index)
-        index = torch.where(inside, index, torch.full_like(index, (conv.context + 1) * f_in * c_in))  # the zero
+        index = (taps[:, None, None] * f_in + bins[None]).permute(1, 0, 2)  # (F', kt, n): rows of C values
+        inside = ((bins >= 0) & (bins < f_in))[:, None, :].expand_as(index)
+        index = torch.where(inside, index, torch.full_like(index, (conv.context + 1) * f_in))  # the zero bin
     return index.reshape(index.shape[0], -1).contiguous(), matrix.contiguous(), bias.contiguous()
 
 
