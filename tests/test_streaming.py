@@ -81,12 +81,14 @@ def offline_file(model_path: Path, x: np.ndarray, tmp_path: Path, **kwargs) -> n
 # --- the engine ----------------------------------------------------------------------------------
 
 
-def test_stream_equals_the_offline_file_path_for_any_block_size(model_file, signal, tmp_path):
+def test_stream_equals_the_offline_file_path_for_any_block_size(model_file, signal, tmp_path, monkeypatch):
     ref = offline_file(model_file, signal, tmp_path)
     engine = StreamingDereverberator.from_pretrained(model_file)
     assert engine.sample_rate == RATE and engine.latency_samples == 512 + 128 - 1
     for block in (1, 7, 128, 129, 1000, len(signal)):
         assert rel_rms(stream(engine, signal, block), ref) < 1e-5, block
+    monkeypatch.setattr(streaming, "BATCH_FRAMES", 16)  # a long block analysed in several batches
+    assert rel_rms(stream(engine, signal, len(signal)), ref) < 1e-5
 
 
 @pytest.mark.parametrize("output,lookahead", [("mapping", 2), ("complex", 0)])

@@ -35,6 +35,7 @@ from .errors import DereverbError
 from .model import DereverbModel, StreamingUNet, latency_samples
 
 BACKENDS = ("torch", "onnx")
+BATCH_FRAMES = 256  # frames analysed (and synthesised) at a time within one block
 
 
 class StreamingDereverberator:
@@ -168,19 +169,19 @@ class StreamingDereverberator:
         return x, mono
 
     def _analyse(self) -> None:
-        """STFT of the complete frames in the input buffer, through the network and the inverse STFT."""
-        n = (self._input.shape[1] - self.n_fft) // self.hop + 1
-        if n <= 0:
-            return
-        frames = np.lib.stride_tricks.sliding_window_view(self._input, self.n_fft, axis=1)[:, :: self.hop][:, :n]
-        self._input = self._input[:, n * self.hop :].copy()
-        self._frames += n
-        with torch.inference_mode():
-            frames = torch.from_numpy(frames.copy()) * self.window  # (C, n, n_fft)
-            spec = torch.fft.rfft(frames, dim=-1).transpose(1, 2)  # (C, F_full, n)
-            self._pending.extend(spec.unbind(-1))
-            feats = self.model.encode(spec)  # (C, C_in, n_freq, n)
-        self._synthesise(self._network(list(feats.split(1, dim=-1))))
+        """STFT of the complete frames in the input buffer, through the network and the inverse STFT
+        (at most :data:`BATCH_FRAMES` at a time, so a long block needs no more memory than a short one)."""
+        while (n := min((self._input.shape[1] - self.n_fft) // self.hop + 1, BATCH_FRAMES)) > 0:
+            frames = np.lib.stride_tricks.sliding_window_view(self._input, self.n_fft, axis=1)[:, :: self.hop][:, :n]
+            with torch.inference_mode():
+                frames = torch.from_numpy(frames.copy()) * self.window  # (C, n, n_fft)
+                spec = torch.fft.rfft(frames, dim=-1).transpose(1, 2)  # (C, F_full, n)
+                self._pending.extend(spec.unbind(-1))
+                feats = self.model.encode(spec)  # (C, C_in, n_freq, n)
+            self._input = self._input[:, n * self.hop :]
+            self._frames += n
+            self._synthesise(self._network(list(feats.split(1, dim=-1))))
+        self._input = self._input.copy()  # not a view that keeps the whole block alive
 
     def _network(self, frames: list[Tensor]) -> list[Tensor]:
         """Feature frames ``(C, C_in, n_freq, 1)`` through the network step -> the output frames due."""
