@@ -90,12 +90,13 @@ def main() -> None:
                 shutil.rmtree(out, ignore_errors=True)
                 walls[j].append(run([str(src), "-o", str(out), "--jobs", str(j), *args.extra]))
         one = statistics.median(walls[counts[0]])
-        print(f"| --jobs | wall s | hours of audio per hour | speedup over --jobs {counts[0]} | outputs vs --jobs "
-              f"{counts[0]} (16-bit steps) |\n|---|---|---|---|---|")
+        print(f"| --jobs | wall s (runs) | hours of audio per hour | speedup over --jobs {counts[0]} | outputs vs "
+              f"--jobs {counts[0]} (16-bit steps) |\n|---|---|---|---|---|")
         for j in counts:
             wall = statistics.median(walls[j])
             diff = largest_difference(Path(tmp) / f"out{counts[0]}", Path(tmp) / f"out{j}")
-            print(f"| {j} | {wall:.1f} | {seconds / wall:.0f} | {one / wall:.2f} | {diff} |")
+            runs = " ".join(f"{w:.1f}" for w in walls[j])
+            print(f"| {j} | {wall:.1f} ({runs}) | {seconds / wall:.0f} | {one / wall:.2f} | {diff} |")
 
 
 if __name__ == "__main__":
