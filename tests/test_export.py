@@ -178,3 +178,15 @@ def test_offline_export_of_a_causal_model_matches_torch(signal):
     feats = torch.randn(2, 1, 256, 37)
     with torch.no_grad():
         np.testing.assert_allclose(net(feats).numpy(), model.net(feats).numpy(), atol=1e-4)
+
+
+def test_export_cli_streaming(tmp_path, capsys):
+    checkpoint.save(tmp_path / "rt.safetensors", _causal())
+    checkpoint.save(tmp_path / "m.safetensors", tiny_model())
+    out = tmp_path / "rt.onnx"
+    assert main(["export", "--streaming", "-o", str(out), "--model", str(tmp_path / "rt.safetensors")]) == 0
+    assert "state_0" in capsys.readouterr().out
+    assert [i.name for i in onnx.load(str(out)).graph.input][:2] == ["frame", "state_0"]
+    # an offline model has no streaming step: one clear line, no file
+    assert main(["export", "--streaming", "-o", str(tmp_path / "x.onnx"), "--model", str(tmp_path / "m.safetensors")]) == 2
+    assert "needs a causal model" in capsys.readouterr().err and not (tmp_path / "x.onnx").exists()
