@@ -70,8 +70,11 @@ def test_overlays_merge_key_by_key_and_the_experiment_overlays_load(tmp_path):
     assert cfg.model.base_channels == 32 and cfg.model.depth == 4  # the smoke preset, widened
     assert cfg.train.lr == 0.01 and cfg.train.steps == load_config(SMOKE).train.steps
     assert cfg.data.speech == ("a", "b") and cfg.data.rirs == load_config(SMOKE).data.rirs  # lists replace
+    default_cfg = load_config(REPO / "recipes" / "default.yaml")
     for path in sorted((REPO / "recipes" / "experiments").glob("*.yaml")):
         assert load_config([REPO / "recipes" / "default.yaml", path]) != load_config(REPO / "recipes" / "default.yaml"), path
+    realtime = load_config([REPO / "recipes" / "default.yaml", REPO / "recipes" / "realtime.yaml"])
+    assert realtime.model.causal and realtime.model.output == "mask" and realtime.data == default_cfg.data
 
 
 @pytest.mark.parametrize("override, message", [

@@ -35,7 +35,7 @@ SUFFIX = ".safetensors"
 RUN_FILES = ("best.safetensors", "last.safetensors")
 PRETRAINED_DIR = Path(__file__).parent / "pretrained"
 # Bundled names whose file a recipe trains (it may not be installed yet), with that recipe.
-RECIPES = {"realtime": "recipes/realtime.yaml"}
+RECIPES = {"realtime": "recipes/default.yaml --config recipes/realtime.yaml"}
 
 
 def save(path: str | Path, model: DereverbModel, meta: dict[str, Any] | None = None) -> None:
