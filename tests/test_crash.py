@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dereverb import checkpoint, store
+from dereverb import audio, checkpoint, store
 from dereverb.config import StftConfig
 from dereverb.data import DataConfig
 from hostile_cases import REPO, RIR, SPEECH, speechlike, temp_files, tiny_model_file
@@ -121,7 +121,7 @@ def check_store(out: Path) -> None:
     for f in out.glob("shard-*.dvs"):
         store.Shard(f).check()
         if f.name in listed:
-            assert store.sha256_file(f) == listed[f.name], f
+            assert audio.sha256_file(f) == listed[f.name], f
 
 
 def test_prepare_killed_at_random_moments_resumes_to_the_same_store(tmp_path):

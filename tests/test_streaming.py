@@ -21,7 +21,7 @@ from dereverb.config import FeatureConfig, StftConfig
 from dereverb.enhance import Dereverberator
 from dereverb.errors import DereverbError
 from dereverb.model import DereverbModel, model_config
-from tiny import one_thread  # noqa: F401  (autouse fixture)
+from tiny import one_thread, realistic  # noqa: F401  (one_thread: autouse fixture)
 
 RATE = 16000
 
@@ -31,15 +31,7 @@ def causal_model(output: str = "mask", seed: int = 0, **overrides) -> DereverbMo
     torch.manual_seed(seed)
     model = DereverbModel(StftConfig(), FeatureConfig(compression="power"),
                           model_config("tiny", output=output, causal=True, **{"lookahead": 1, **overrides}))
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-        if output != "complex":
-            model.normalizer.mean.fill_(0.1)
-            model.normalizer.std.fill_(0.15)
-    return model.eval()
+    return realistic(model, 0.1, 0.15)  # power-law features
 
 
 @pytest.fixture(scope="module")

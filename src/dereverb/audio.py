@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import io
 import math
 import os
@@ -239,6 +240,15 @@ def _reason(e: Exception) -> str:
     """libsndfile's own words, without its "Error opening <object>:" preamble."""
     text = getattr(e, "error_string", None) or _short(e)
     return text.removeprefix("Error : ").strip()
+
+
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 @contextlib.contextmanager

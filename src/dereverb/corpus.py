@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import sys
@@ -213,14 +212,6 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 # --- progress and warnings ----------------------------------------------------------------------------
 
 
@@ -318,7 +309,7 @@ def enhance_corpus(engine: Engine, inputs: Sequence[str | Path], out: str | Path
         plan = cfg.shard.pick(plan)
     manifest = Manifest.at(top, cfg.manifest, cfg.shard, default=top == Path(out))  # none beside `-o FILE`
     model_file = resolve_model(engine.model)
-    stamp = {"model": str(model_file), "model_sha256": file_sha256(model_file),
+    stamp = {"model": str(model_file), "model_sha256": audio.sha256_file(model_file),
              "options": _options(d, engine, cfg), "shard": None if cfg.shard is None else str(cfg.shard)}
     todo, skipped = _to_do(plan, manifest, stamp, cfg.overwrite)
     tasks, bad = _read_headers(d, todo, cfg)

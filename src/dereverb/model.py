@@ -174,42 +174,58 @@ class UNet(nn.Module):
         self.cfg = cfg
         self.channels_last = False
         k, p = cfg.kernel_size, cfg.kernel_size // 2
-        chans = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
-        self.down = nn.ModuleList()
-        c_prev = cfg.in_channels
-        for i, c in enumerate(chans):
-            norm = "none" if i in (0, cfg.depth - 1) else cfg.norm
-            self.down.append(nn.Sequential(
-                nn.Conv2d(c_prev, c, k, stride=2, padding=p, bias=norm != "batch"),
-                _norm(norm, c), nn.LeakyReLU(0.2)))
-            c_prev = c
-        self.up = nn.ModuleList()
-        for j in reversed(range(1, cfg.depth)):  # decoder level producing chans[j-1]
-            c_in = chans[j] if j == cfg.depth - 1 else 2 * chans[j]
-            drop = cfg.dropout if (cfg.depth - 1 - j) < DROPOUT_LEVELS else 0.0
-            self.up.append(nn.Sequential(
-                nn.ConvTranspose2d(c_in, chans[j - 1], k, stride=2, padding=p, output_padding=1,
-                                   bias=cfg.norm != "batch"),
-                _norm(cfg.norm, chans[j - 1]), nn.Dropout(drop), nn.ReLU()))
-        c_last = chans[0] if cfg.depth == 1 else 2 * chans[0]
+        c_last = _build_levels(
+            self, cfg,
+            lambda i, c_in, c_out, bias: nn.Conv2d(c_in, c_out, k, stride=2, padding=p, bias=bias),
+            lambda j, c_in, c_out, bias: nn.ConvTranspose2d(c_in, c_out, k, stride=2, padding=p, output_padding=1,
+                                                            bias=bias))
         self.head = nn.ConvTranspose2d(c_last, cfg.out_channels, k, stride=2, padding=p, output_padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         n_f, n_t = x.shape[-2:]
         m = self.cfg.multiple
         x = F.pad(x, (0, -n_t % m, 0, -n_f % m))  # (B, C, F', T'), F', T' multiples of m
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        skips = []
-        for layer in self.down:
-            x = layer(x)
-            skips.append(x)
-        skips.pop()  # the innermost output is x itself
-        for layer in self.up:
-            x = layer(x)
-            x = torch.cat([x, skips.pop()], dim=1)  # (B, 2C, F_l, T_l)
-        x = self.head(x)
+        x = self.head(_encode_decode(self, x))
         return x[..., :n_f, :n_t]
+
+
+def _build_levels(net: nn.Module, cfg: ModelConfig, down_conv, up_conv) -> int:
+    """Give ``net`` its encoder ``down`` (level ``i``: ``down_conv(i, c_in, c_out, bias)``, norm,
+    LeakyReLU) and decoder ``up`` (the level making ``chans[j-1]``: ``up_conv(j, c_in, c_out, bias)``,
+    norm, dropout on the innermost :data:`DROPOUT_LEVELS`, ReLU), channels doubling from
+    ``base_channels`` up to ``max_channels``; shared by :class:`UNet` and :class:`CausalUNet`.
+    Returns the head's input channels."""
+    chans = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
+    net.down = nn.ModuleList()
+    c_prev = cfg.in_channels
+    for i, c in enumerate(chans):
+        norm = "none" if i in (0, cfg.depth - 1) else cfg.norm
+        net.down.append(nn.Sequential(down_conv(i, c_prev, c, norm != "batch"), _norm(norm, c), nn.LeakyReLU(0.2)))
+        c_prev = c
+    net.up = nn.ModuleList()
+    for j in reversed(range(1, cfg.depth)):  # decoder level producing chans[j-1]
+        c_in = chans[j] if j == cfg.depth - 1 else 2 * chans[j]
+        drop = cfg.dropout if (cfg.depth - 1 - j) < DROPOUT_LEVELS else 0.0
+        net.up.append(nn.Sequential(up_conv(j, c_in, chans[j - 1], cfg.norm != "batch"),
+                                    _norm(cfg.norm, chans[j - 1]), nn.Dropout(drop), nn.ReLU()))
+    return chans[0] if cfg.depth == 1 else 2 * chans[0]
+
+
+def _encode_decode(net: nn.Module, x: Tensor) -> Tensor:
+    """``net.down`` then ``net.up`` with skip connections, before the head: ``x (B, C, F', T')`` ->
+    ``(B, 2 C_0, F', T')`` (``(B, C_0, ...)`` at depth 1); shared by :class:`UNet` and
+    :class:`CausalUNet`."""
+    if net.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    skips = []
+    for layer in net.down:
+        x = layer(x)
+        skips.append(x)
+    skips.pop()  # the innermost output is x itself
+    for layer in net.up:
+        x = layer(x)
+        x = torch.cat([x, skips.pop()], dim=1)  # (B, 2C, F_l, T_l)
+    return x
 
 
 class CausalConv2d(nn.Conv2d):
@@ -284,39 +300,17 @@ class CausalUNet(nn.Module):
         self.cfg = cfg
         self.channels_last = False
         kf, kt = cfg.kernel_size, cfg.time_kernel
-        chans = [min(cfg.base_channels * 2**i, cfg.max_channels) for i in range(cfg.depth)]
-        self.down = nn.ModuleList()
-        c_prev = cfg.in_channels
-        for i, c in enumerate(chans):
-            norm = "none" if i in (0, cfg.depth - 1) else cfg.norm
-            self.down.append(nn.Sequential(
-                CausalConv2d(c_prev, c, kf, kt, 2**i, cfg.lookahead if i == 0 else 0, bias=norm != "batch"),
-                _norm(norm, c), nn.LeakyReLU(0.2)))
-            c_prev = c
-        self.up = nn.ModuleList()
-        for j in reversed(range(1, cfg.depth)):  # decoder level producing chans[j-1]
-            c_in = chans[j] if j == cfg.depth - 1 else 2 * chans[j]
-            drop = cfg.dropout if (cfg.depth - 1 - j) < DROPOUT_LEVELS else 0.0
-            self.up.append(nn.Sequential(
-                CausalConvTranspose2d(c_in, chans[j - 1], kf, kt, 2**j, bias=cfg.norm != "batch"),
-                _norm(cfg.norm, chans[j - 1]), nn.Dropout(drop), nn.ReLU()))
-        c_last = chans[0] if cfg.depth == 1 else 2 * chans[0]
+        c_last = _build_levels(
+            self, cfg,
+            lambda i, c_in, c_out, bias: CausalConv2d(c_in, c_out, kf, kt, 2**i, cfg.lookahead if i == 0 else 0,
+                                                      bias=bias),
+            lambda j, c_in, c_out, bias: CausalConvTranspose2d(c_in, c_out, kf, kt, 2**j, bias=bias))
         self.head = CausalConvTranspose2d(c_last, cfg.out_channels, kf, kt, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         n_f = x.shape[-2]
         x = F.pad(x, (0, 0, 0, -n_f % self.cfg.multiple))  # (B, C, F', T), F' a multiple of 2**depth
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        skips = []
-        for layer in self.down:
-            x = layer(x)
-            skips.append(x)
-        skips.pop()  # the innermost output is x itself
-        for layer in self.up:
-            x = layer(x)
-            x = torch.cat([x, skips.pop()], dim=1)  # (B, 2C, F_l, T)
-        return self.head(x)[..., :n_f, :]
+        return self.head(_encode_decode(self, x))[..., :n_f, :]
 
 
 class StreamingUNet(nn.Module):

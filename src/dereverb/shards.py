@@ -122,14 +122,6 @@ def decode_block(buf: np.ndarray, codec: str, shape: tuple[int, ...]) -> np.ndar
     return np.frombuffer(raw, dtype=np.uint16).reshape(shape)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --- writing -----------------------------------------------------------------------------------
 
 
@@ -177,7 +169,7 @@ class ShardWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             digest = self._sha.hexdigest()
-            if sha256_file(self._tmp) != digest or len(Shard(self._tmp).check()) != len(self.items):
+            if audio.sha256_file(self._tmp) != digest or len(Shard(self._tmp).check()) != len(self.items):
                 raise DereverbError(f"{self.path}: shard failed verification after writing (disk?)")
         except BaseException as e:
             self.abort(e)

@@ -65,8 +65,7 @@ from .config import StftConfig, from_dict, to_dict
 from .data import LEVEL_DB, DataConfig, load_rir_sets, pick_rir, scan_speech, set_level
 from .errors import DereverbError
 from .paired import PairedFolder
-from .shards import (CODECS, Shard, ShardWriter, check_quant, codes_to_magnitude, dequantize, float16_codes, quantize,
-                     sha256_file)
+from .shards import CODECS, Shard, ShardWriter, check_quant, codes_to_magnitude, dequantize, float16_codes, quantize
 
 FORMAT = 2  # 2: uint16 codes with a dB step (``quant_db``), frequency-major blocks
 READABLE = (1, 2)  # 1: float16 dB, time-major blocks (quant_db 0)
@@ -140,7 +139,7 @@ class FeatureStore(torch.utils.data.Dataset):
     def verify(self) -> None:
         """Recompute every shard's sha256 against ``store.json``."""
         for entry in self.meta["shards"]:
-            if sha256_file(self.path / entry["file"]) != entry["sha256"]:
+            if audio.sha256_file(self.path / entry["file"]) != entry["sha256"]:
                 raise DereverbError(f"{self.path / entry['file']}: checksum mismatch; delete it and rerun `dereverb prepare`")
 
     def set_epoch(self, epoch: int) -> None:
@@ -339,7 +338,7 @@ def prepare(cfg: StoreConfig, stft_cfg: StftConfig, out_dir: str | Path, seed: i
     for k in range(n_shards):
         name = f"shard-{k:05d}.dvs"
         entry = meta["shards"][k]
-        if not (entry and (out / name).is_file() and sha256_file(out / name) == entry["sha256"]):
+        if not (entry and (out / name).is_file() and audio.sha256_file(out / name) == entry["sha256"]):
             meta["shards"][k] = _build_shard(out / name, range(k * cfg.items_per_shard, min(len(jobs), (k + 1) * cfg.items_per_shard)),
                                              jobs, cfg, rirs, pairs, stft, seed)
             _write_meta(out, meta)
