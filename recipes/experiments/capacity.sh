@@ -14,7 +14,9 @@ DR=${DR:-.venv/bin/dereverb}
 RUNS=${RUNS:-../runs/capacity}
 EVAL=${EVAL:-../eval}
 SHARED=${SHARED:-../shared/data}
-VARIANTS=${VARIANTS:-"small wide deep long mapping"}
+# `long` (capacity-long.yaml) was dropped on 2026-12-06 before it ran: `deep` is the study's
+# longer-context variant, and the hour went to the campaign (the record says so).
+VARIANTS=${VARIANTS:-"small wide deep mapping"}
 declare -A OVERLAY=([small]="" [wide]=capacity-wide [deep]=capacity-deep [long]=capacity-long [mapping]=capacity-mapping)
 declare -A STEPS=([small]=${STEPS_small:-5800} [wide]=${STEPS_wide:-1500} [deep]=${STEPS_deep:-4700}
                   [long]=${STEPS_long:-3500} [mapping]=${STEPS_mapping:-6900})
