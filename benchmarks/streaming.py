@@ -23,7 +23,8 @@ import yaml
 
 from dereverb import audio
 from dereverb.config import FeatureConfig, StftConfig
-from dereverb.model import DereverbModel, StreamingUNet, count_parameters, latency_samples, model_config
+from dereverb.causal import StreamingUNet
+from dereverb.model import DereverbModel, count_parameters, latency_samples, model_config
 from dereverb.streaming import StreamingDereverberator
 
 

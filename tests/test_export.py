@@ -14,7 +14,7 @@ from dereverb.chunking import ChunkConfig
 from dereverb.cli import main
 from dereverb.enhance import Dereverberator
 from dereverb.errors import DereverbError
-from dereverb.model import StreamingUNet
+from dereverb.causal import StreamingUNet
 from tiny import one_thread, tiny_model  # noqa: F401  (one_thread: autouse fixture)
 
 CHUNKS = ChunkConfig(chunk_frames=160, margin_frames=24, fade_frames=16)

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "dereverb"
 # What `enhance`, `export`, `info` and the Python API need: a model file in, audio out.
 INFERENCE = {
     "dereverb", "dereverb.errors", "dereverb.config", "dereverb.audio", "dereverb.spectral", "dereverb.wpe",
-    "dereverb.model", "dereverb.checkpoint", "dereverb.chunking", "dereverb.outputs", "dereverb.enhance",
+    "dereverb.causal", "dereverb.model", "dereverb.checkpoint", "dereverb.chunking", "dereverb.outputs", "dereverb.enhance",
     "dereverb.workers", "dereverb.corpus", "dereverb.export", "dereverb.streaming", "dereverb.cli.enhance",
     "dereverb.cli.export", "dereverb.cli.info", "dereverb.cli.stream",
 }

@@ -9,8 +9,9 @@ import torch
 
 from dereverb.config import FeatureConfig, StftConfig
 from dereverb.errors import DereverbError
-from dereverb.model import (CausalUNet, DereverbModel, ModelConfig, PatchDiscriminator, StreamingUNet, UNet,
-                            count_parameters, latency_samples, model_config)
+from dereverb.causal import StreamingUNet
+from dereverb.model import (CausalUNet, DereverbModel, ModelConfig, PatchDiscriminator, UNet, count_parameters,
+                            latency_samples, model_config)
 
 
 @pytest.mark.slow

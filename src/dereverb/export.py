@@ -29,7 +29,7 @@ from torch import Tensor
 from .audio import atomic_path
 from .config import to_dict
 from .errors import DereverbError
-from .model import StreamingUNet
+from .causal import StreamingUNet
 
 META_KEY = "dereverb"
 FORMAT_VERSION = 1
@@ -76,7 +76,7 @@ def to_onnx_bytes(model, opset: int = OPSET) -> bytes:
 
 
 def to_streaming_onnx_bytes(model, opset: int = OPSET) -> bytes:
-    """Serialise a causal model's network step (:class:`~dereverb.model.StreamingUNet`) as ONNX bytes.
+    """Serialise a causal model's network step (:class:`~dereverb.causal.StreamingUNet`) as ONNX bytes.
 
     Inputs ``frame (batch, C_in, n_freq, 1)`` and ``state_0 .. state_{n-1}`` (each ``(batch, size)``,
     zeros at the start of a stream); outputs ``output (batch, C_out, n_freq, 1)`` and
@@ -153,7 +153,7 @@ class OnnxNet:
 
 class OnnxStep:
     """A streaming export (:func:`to_streaming_onnx_bytes`) run by onnxruntime on the CPU, with the
-    interface of :class:`~dereverb.model.StreamingUNet`: ``initial_state(batch)``, ``prime`` and
+    interface of :class:`~dereverb.causal.StreamingUNet`: ``initial_state(batch)``, ``prime`` and
     ``step(frame, *state) -> (output, *next_state)`` on tensors.  ``threads``: onnxruntime's
     intra-op threads (1: one frame's work is too small to share)."""
 

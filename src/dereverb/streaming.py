@@ -2,7 +2,7 @@
 
 Blocks of any size go in and blocks of the same size come out, ``latency_samples`` later.
 Between calls the engine keeps the input samples of the frame being filled, the network's time
-context (:class:`~dereverb.model.StreamingUNet`: cached inputs of each convolution), the spectra
+context (:class:`~dereverb.causal.StreamingUNet`: cached inputs of each convolution), the spectra
 that wait for their lookahead, and the inverse STFT's overlap-add tail, so each hop costs one
 network step on one frame.
 
@@ -32,7 +32,8 @@ from . import checkpoint, spectral
 from .chunking import Fifo
 from .enhance import MAX_GAIN
 from .errors import DereverbError
-from .model import DereverbModel, StreamingUNet, latency_samples
+from .causal import StreamingUNet
+from .model import DereverbModel, latency_samples
 
 BACKENDS = ("torch", "onnx")
 BATCH_FRAMES = 256  # frames analysed (and synthesised) at a time within one block
@@ -47,7 +48,7 @@ class StreamingDereverberator:
     it returns the last :attr:`latency_samples` of output and starts a new stream, as ``reset()``
     does without output.  ``phase``: ``"reverberant"`` (magnitude models) or ``"model"`` (complex
     ones); ``strength`` in [0, 1] mixes the enhanced and the (equally delayed) input.  ``step``: a
-    frame step with the interface of :class:`~dereverb.model.StreamingUNet` (e.g.
+    frame step with the interface of :class:`~dereverb.causal.StreamingUNet` (e.g.
     :class:`dereverb.export.OnnxStep`); by default the model's own network.
 
     Input at another sample rate is refused: resample it first (``arecord -r``, ``ffmpeg -ar``),
