@@ -180,6 +180,9 @@ def test_pool_only_and_simulated_if_missing(tmp_path, corpus):
     ds = data.build_train_dataset(cfg, STFT, seed=0)
     assert len(ds.simulated) == 1 and (tmp_path / "pool" / "sim_00000.wav").is_file()
     assert np.isfinite(take(ds, 2)[1]["reverb"].numpy()).all()
+    # A pool cut short (an interrupted first use) is finished to simulate_count, not used as it is.
+    cfg = config(corpus, rirs=(), rir_pool=str(tmp_path / "pool"), simulate_count=2)
+    assert [r.name for r in data.load_rir_sets(cfg, 16000, seed=0)[1]] == ["sim_00000", "sim_00001"]
 
 
 @pytest.mark.slow

@@ -42,7 +42,7 @@ class DataConfig:
 
     ``speech``: folders (recursive), audio files or CSV/JSONL manifests of clean speech.
     ``rirs``: measured RIR files/folders; ``rir_pool``: a folder from ``dereverb rirs simulate``
-    (made with ``simulate_count`` RIRs if missing and that is > 0).  ``measured_prob``: chance of
+    (made, or finished, with ``simulate_count`` RIRs if it holds fewer).  ``measured_prob``: chance of
     a measured RIR when both kinds exist.  ``target``: ``direct``, ``early`` or ``dry``.
     ``segment_seconds``: crop length (2.048 s = 256 frames at hop 128, 16 kHz); each pair gets a
     random level in :data:`LEVEL_DB`.  ``strict``: a bad speech, noise or RIR file is an error
@@ -334,7 +334,7 @@ def load_rir_sets(cfg: DataConfig, sample_rate: int, seed: int = 0) -> tuple[lis
     simulated: list[Rir] = []
     if cfg.rir_pool:
         pool = Path(cfg.rir_pool)
-        if not (pool / simulate.POOL_INDEX).is_file() and cfg.simulate_count > 0:
+        if simulate.pool_size(pool) < cfg.simulate_count:  # missing, or cut short by an interrupted first use
             simulate.simulate_pool(cfg.simulate_count, pool, seed, sample_rate)
         simulated = simulate.load_pool(pool, sample_rate, cfg.strict)
     if cfg.hf_decay_range[1] > 0:  # one exponent per RIR, the same in every worker and rank

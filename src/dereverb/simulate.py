@@ -220,6 +220,11 @@ def simulate_pool(
     return [rows[f"sim_{i:05d}"] for i in range(count)]
 
 
+def pool_size(folder: str | Path) -> int:
+    """RIRs in the pool's index (0 where there is no pool)."""
+    return len(_read_index(Path(folder)))
+
+
 def load_pool(folder: str | Path, sample_rate: int | None = None, strict: bool = False) -> list[Rir]:
     """Load a pool written by :func:`simulate_pool`, resampled to ``sample_rate`` if given."""
     folder = Path(folder)
