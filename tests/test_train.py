@@ -75,6 +75,8 @@ def test_overlays_merge_key_by_key_and_the_experiment_overlays_load(tmp_path):
         assert load_config([REPO / "recipes" / "default.yaml", path]) != load_config(REPO / "recipes" / "default.yaml"), path
     realtime = load_config([REPO / "recipes" / "default.yaml", REPO / "recipes" / "realtime.yaml"])
     assert realtime.model.causal and realtime.model.output == "mask" and realtime.data == default_cfg.data
+    v2 = load_config([REPO / "recipes" / "default.yaml", REPO / "recipes" / "v2.yaml"])  # issue 25's campaign
+    assert v2.model == default_cfg.model and v2.valid == default_cfg.valid and v2.train.steps * v2.train.batch_size >= 1_536_000
 
 
 @pytest.mark.parametrize("override, message", [
@@ -255,6 +257,19 @@ def test_complex_and_gan_variants_train(tiny_data, tmp_path, variant):
     state = checkpoint.load_state(tmp_path / "run" / "state.pt")
     assert ("disc" in state) == cfg.train.gan.enabled
     assert checkpoint.load(tmp_path / "run").model_config == cfg.model
+
+
+def test_gan_generator_keeps_the_runs_relative_loss(tiny_data, tmp_path, monkeypatch):
+    """With ``train.gan`` and ``train.relative_floor`` the generator's loss is the adversarial term
+    plus ``l1_weight`` x the relative loss, not a plain L1 in its place."""
+    relative, given = [], []
+    real_relative, real_generator = losses.relative_spectral_loss, losses.generator_loss
+    monkeypatch.setattr(losses, "relative_spectral_loss", lambda *a, **k: relative.append(real_relative(*a, **k)) or relative[-1])
+    monkeypatch.setattr(losses, "generator_loss", lambda logits, rec, *a, **k: given.append(rec) or real_generator(logits, rec, *a, **k))
+    cfg = load_config(None, _overrides(tiny_data, steps=2, checkpoint_every=2, valid_every=2, samples=0)
+                      + ["train.gan.enabled=true", "train.gan.base_channels=8", "train.relative_floor=0.1"])
+    train(cfg, tmp_path / "run")
+    assert len(given) == 2 and all(g is r for g, r in zip(given, relative))
 
 
 def test_init_fine_tunes_a_checkpoint_with_a_wpe_frontend(tiny_data, tmp_path, monkeypatch):

@@ -81,7 +81,8 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, kind: str = "ls
     return 0.5 * (adversarial_loss(real_logits, True, kind) + adversarial_loss(fake_logits, False, kind))
 
 
-def generator_loss(fake_logits: Tensor, pred: Tensor, target: Tensor, l1_weight: float = 100.0,
+def generator_loss(fake_logits: Tensor, reconstruction: Tensor, l1_weight: float = 100.0,
                    kind: str = "lsgan") -> Tensor:
-    """pix2pix generator objective: fool D, plus ``l1_weight`` x L1 to the target features."""
-    return adversarial_loss(fake_logits, True, kind) + l1_weight * F.l1_loss(pred, target)
+    """pix2pix generator objective: fool D, plus ``l1_weight`` x the reconstruction loss (the
+    run's own: :func:`spectral_loss`, or :func:`relative_spectral_loss`), a scalar."""
+    return adversarial_loss(fake_logits, True, kind) + l1_weight * reconstruction

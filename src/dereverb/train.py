@@ -48,7 +48,9 @@ VALID_SEED = 1234  # the fixed validation pairs' seed
 
 @dataclasses.dataclass(frozen=True)
 class GanConfig:
-    """pix2pix variant (Ernst et al. 2018, sec. 3.2): PatchGAN on (reverberant, output) features."""
+    """pix2pix variant (Ernst et al. 2018, sec. 3.2): PatchGAN on (reverberant, output) features;
+    the generator's loss is the adversarial term plus ``l1_weight`` x the run's reconstruction
+    loss (relative when ``train.relative_floor``)."""
 
     enabled: bool = False
     loss: str = "lsgan"
@@ -349,7 +351,7 @@ def optimise(model: DereverbModel, net: torch.nn.Module, opt, scaler, reverb: to
         scaler.step(opt_d)
         with autocast(device, dtype):
             fake_logits = dnet(x, pred)
-        parts["spec"] = losses.generator_loss(fake_logits, pred, y, tc.gan.l1_weight, tc.gan.loss)
+        parts["spec"] = losses.generator_loss(fake_logits, parts["spec"], tc.gan.l1_weight, tc.gan.loss)
         parts["disc"] = d_loss.detach()
     loss = sum(v for k, v in parts.items() if k != "disc")
     opt.zero_grad(set_to_none=True)
